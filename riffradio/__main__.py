@@ -1,0 +1,3 @@
+from riffradio.cli import main
+
+raise SystemExit(main())

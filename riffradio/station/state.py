@@ -1,0 +1,194 @@
+"""The station's live state: the one place control (OSC, HTTP, reload) writes to.
+
+Control flows one way: a controller calls the setters here; the producer takes a
+:meth:`StationState.snapshot` before it plans each clip; the consumer reads volume and
+crossfade. Setters validate and raise :class:`ValueError` with a one-line reason, so a bad
+value never reaches the plan. Every change that alters what is planned bumps ``version``:
+the producer drops clips planned under an older version that are not audible yet.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+# name -> (type, minimum, maximum); the playlist checker uses the same bounds.
+KNOB_RANGES: dict[str, tuple[type, float, float]] = {
+    "denoising": (float, 0.0, 1.0),
+    "guidance": (float, 0.0, 30.0),
+    "steps": (int, 1, 1000),
+    "clips": (int, 1, 10_000),
+}
+VOLUME_RANGE: tuple[float, float] = (0.0, 4.0)
+CROSSFADE_SECONDS_RANGE: tuple[float, float] = (0.0, 5.0)
+
+Listener = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Live overrides of a playlist riff's values; ``None`` means "as the playlist says"."""
+
+    denoising: float | None = None
+    guidance: float | None = None
+    steps: int | None = None
+    clips: int | None = None
+    seed_image: str | None = None
+    negative_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    """An immutable view of the state, taken by the producer before it plans a clip.
+
+    Attributes:
+        version: bumps on every change that alters what is planned.
+        riff_index: playlist riff the plan is on (set by ``next``/``goto``, advanced by the plan).
+        jump_count: bumps on every ``next``/``goto``, so the plan restarts that riff even when the
+            index stays the same (``goto`` to the current riff).
+        live_prompt: a prompt the DJ asked for (transition to it, then hold), or ``None``.
+        live_seed: a seed the DJ asked for, or ``None``.
+        hold: stay on the current prompt, walking seeds, instead of moving on in the playlist.
+        knobs: live overrides of riff values.
+        volume: linear output gain (1.0 = unchanged).
+        crossfade_seconds: crossfade length at joins, or ``None`` for the station's default.
+    """
+
+    version: int = 0
+    riff_index: int = 0
+    jump_count: int = 0
+    live_prompt: str | None = None
+    live_seed: int | None = None
+    hold: bool = False
+    knobs: Knobs = Knobs()
+    volume: float = 1.0
+    crossfade_seconds: float | None = None
+
+
+def _check_number(name: str, value: Any, kind: type, low: float, high: float) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if kind is int:
+        if float(value) != int(value):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        value = int(value)
+    else:
+        value = float(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return value
+
+
+class StationState:
+    """Thread-safe live state of one station. Setters validate, bump the version and notify."""
+
+    def __init__(self, playlist_riff_count: int = 1, initial: StateSnapshot | None = None) -> None:
+        self._lock = threading.Lock()
+        self._riff_count = max(1, playlist_riff_count)
+        self._snapshot = initial or StateSnapshot()
+        self._listeners: list[Listener] = []
+
+    # -- reading -----------------------------------------------------------------------------
+    def snapshot(self) -> StateSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    @property
+    def riff_count(self) -> int:
+        return self._riff_count
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(name, value)`` after every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    # -- writing -----------------------------------------------------------------------------
+    def _update(self, name: str, value: Any, replans: bool = True, **changes: Any) -> None:
+        with self._lock:
+            version = self._snapshot.version + (1 if replans else 0)
+            self._snapshot = replace(self._snapshot, version=version, **changes)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(name, value)
+
+    def set_prompt(self, prompt: str) -> None:
+        """Transition from what plays now to ``prompt``, then stay on it (walking seeds)."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt must be a non-empty string")
+        if len(prompt) > 1000:
+            raise ValueError(f"prompt is {len(prompt)} characters long, at most 1000 are allowed")
+        self._update("prompt", prompt, live_prompt=prompt.strip())
+
+    def set_seed(self, seed: int) -> None:
+        seed = int(_check_number("seed", seed, int, 0, 2**63 - 1))
+        self._update("seed", seed, live_seed=seed)
+
+    def set_knob(self, name: str, value: Any) -> None:
+        """Set one of ``denoising``, ``guidance``, ``steps``, ``clips`` (see :data:`KNOB_RANGES`)."""
+        if name not in KNOB_RANGES:
+            raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(sorted(KNOB_RANGES))}")
+        kind, low, high = KNOB_RANGES[name]
+        checked = _check_number(name, value, kind, low, high)
+        knobs = replace(self.snapshot().knobs, **{name: checked})
+        self._update(name, checked, knobs=knobs)
+
+    def set_seed_image(self, reference: str) -> None:
+        """Seed image by bundled name, path or spec (validated by the producer when resolved)."""
+        if not isinstance(reference, str) or not reference.strip():
+            raise ValueError("seed_image must be a non-empty string")
+        knobs = replace(self.snapshot().knobs, seed_image=reference.strip())
+        self._update("seed_image", reference, knobs=knobs)
+
+    def set_negative_prompt(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise ValueError("negative_prompt must be a string")
+        knobs = replace(self.snapshot().knobs, negative_prompt=text)
+        self._update("negative_prompt", text, knobs=knobs)
+
+    def next_riff(self) -> None:
+        """Move to the next riff of the playlist (wrapping), dropping live prompt and hold."""
+        snap = self.snapshot()
+        self.goto_riff((snap.riff_index + 1) % self._riff_count)
+
+    def goto_riff(self, index: int) -> None:
+        index = int(_check_number("riff index", index, int, 0, self._riff_count - 1))
+        snap = self.snapshot()
+        self._update(
+            "goto",
+            index,
+            riff_index=index,
+            jump_count=snap.jump_count + 1,
+            live_prompt=None,
+            live_seed=None,
+            hold=False,
+        )
+
+    def set_hold(self, hold: bool | int) -> None:
+        if isinstance(hold, float) or not isinstance(hold, (bool, int)) or int(hold) not in (0, 1):
+            raise ValueError(f"hold must be 0 or 1, got {hold!r}")
+        self._update("hold", bool(hold), hold=bool(hold))
+
+    def set_volume(self, volume: float) -> None:
+        volume = float(_check_number("volume", volume, float, *VOLUME_RANGE))
+        self._update("volume", volume, replans=False, volume=volume)
+
+    def set_crossfade_seconds(self, seconds: float) -> None:
+        seconds = float(_check_number("crossfade", seconds, float, *CROSSFADE_SECONDS_RANGE))
+        self._update("crossfade", seconds, replans=False, crossfade_seconds=seconds)
+
+    def advance_riff(self, index: int) -> None:
+        """The plan moved on to ``index`` by itself: record it without a re-plan or a jump."""
+        with self._lock:
+            self._snapshot = replace(self._snapshot, riff_index=index % self._riff_count)
