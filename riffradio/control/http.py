@@ -18,12 +18,12 @@ import json
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from riffradio.metrics import StationMetrics
+from riffradio.playlist.model import HttpConfig  # the playlist's control.http section
 from riffradio.sinks.base import SinkStatus
 
 log = logging.getLogger(__name__)
@@ -32,19 +32,6 @@ MAX_HEADER_BYTES = 16 * 1024
 READ_TIMEOUT_SECONDS = 10.0
 ROUTES: tuple[str, ...] = ("/api/nowplaying", "/metrics")
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
-
-
-@dataclass(frozen=True)
-class HttpConfig:
-    """The playlist's ``control.http`` section.
-
-    Attributes:
-        host: address to listen on; 127.0.0.1 keeps it on this machine.
-        port: TCP port; 0 picks a free one (see :attr:`HttpServer.address`).
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8080
 
 
 class StationView(Protocol):
