@@ -1,0 +1,147 @@
+"""Riffusion spectrogram images → audio: inverse mel (NNLS), PGHI phase, Fast Griffin-Lim.
+
+Output level: Riffusion's decoder throws the image's maximum away, so the absolute level of a
+generated image is unknown. The vocoder therefore scales every clip so that its sample peak is
+``REFERENCE_PEAK_DBFS`` (−1 dBFS, joint over channels); an all-white (silent) image decodes to
+zeros. Loudness across clips is the station's job.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from riffradio.errors import RiffradioError
+from riffradio.spectrogram.image import audio_to_image, image_to_mel, max_value_from_image, params_from_image
+from riffradio.spectrogram.mel import mel_filterbank
+from riffradio.spectrogram.params import SpectrogramParams
+from riffradio.spectrogram.phase import fast_griffin_lim, pghi_phase
+
+__all__ = ["REFERENCE_PEAK_DBFS", "Vocoder", "audio_to_image", "image_to_audio", "mel_to_audio"]
+
+REFERENCE_PEAK_DBFS = -1.0
+
+
+@functools.lru_cache(maxsize=8)
+def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(A, pinv(A), Lipschitz constant) with A mapping grid magnitudes to mel amplitudes.
+
+    The mel bands were computed on the zero-padded ``n_fft`` grid; a coarser grid (the unpadded
+    window length) samples the same spectrum at every ``n_fft / grid`` th bin, so A is the mel
+    filterbank times linear interpolation from the coarse grid to the padded one.
+    """
+    filterbank = mel_filterbank(params).astype(np.float64)  # (padded bins, mels)
+    padded_bins = filterbank.shape[0]
+    grid_bins = grid_n_fft // 2 + 1
+    padded_hz = np.arange(padded_bins) * params.sample_rate_hz / params.n_fft_samples
+    grid_hz = np.arange(grid_bins) * params.sample_rate_hz / grid_n_fft
+    # Interpolation matrix (padded bins × grid bins).
+    position = np.interp(padded_hz, grid_hz, np.arange(grid_bins))
+    lower = np.floor(position).astype(int)
+    upper = np.minimum(lower + 1, grid_bins - 1)
+    weight = position - lower
+    interp = np.zeros((padded_bins, grid_bins))
+    interp[np.arange(padded_bins), lower] += 1 - weight
+    interp[np.arange(padded_bins), upper] += weight
+    forward = filterbank.T @ interp  # (mels, grid bins)
+    pseudo_inverse = np.linalg.pinv(forward, rcond=1e-6)
+    lipschitz = float(np.linalg.norm(forward, 2) ** 2)
+    return forward.astype(np.float32), pseudo_inverse.astype(np.float32), lipschitz
+
+
+def inverse_mel(
+    mel: torch.Tensor, params: SpectrogramParams, grid_n_fft: int, iterations: int = 30
+) -> torch.Tensor:
+    """Non-negative least-squares linear magnitudes ``(..., grid bins, frames)`` for ``mel``.
+
+    Starts from the clipped pseudo-inverse and runs accelerated projected gradient (FISTA)
+    on all frames at once: a few batched matrix products, no per-column solver, no SGD.
+    """
+    forward_np, pinv_np, lipschitz = _inverse_mel_operators(params, grid_n_fft)
+    forward = torch.from_numpy(forward_np).to(mel.device)
+    pinv = torch.from_numpy(pinv_np).to(mel.device)
+    gram = forward.T @ forward
+    target = forward.T @ mel  # (..., bins, frames)
+    estimate = torch.clamp(pinv @ mel, min=0.0)
+    momentum_point = estimate
+    t = 1.0
+    for _ in range(iterations):
+        updated = torch.clamp(momentum_point - (gram @ momentum_point - target) / lipschitz, min=0.0)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        momentum_point = updated + ((t - 1) / t_next) * (updated - estimate)
+        estimate, t = updated, t_next
+    return estimate
+
+
+def mel_to_audio(
+    mel: torch.Tensor,
+    params: SpectrogramParams,
+    fgla_iterations: int = 32,
+    grid_n_fft: int | None = None,
+) -> torch.Tensor:
+    """Audio ``(..., channels, samples)`` for mel amplitudes ``(..., channels, mels, frames)``, not normalised."""
+    grid = params.win_length_samples if grid_n_fft is None else grid_n_fft
+    magnitude = inverse_mel(mel, params, grid)
+    phase = pghi_phase(magnitude, params.hop_length_samples, grid, params.win_length_samples)
+    length = mel.shape[-1] * params.hop_length_samples
+    return fast_griffin_lim(magnitude, phase, params, length, fgla_iterations)
+
+
+def _normalise_peak(audio: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    if peak < 1e-9:
+        return np.zeros_like(audio, dtype=np.float32)
+    return (audio * (10 ** (REFERENCE_PEAK_DBFS / 20) / peak)).astype(np.float32)
+
+
+def _image_mel(image: Image.Image, params: SpectrogramParams) -> tuple[np.ndarray, SpectrogramParams]:
+    if not isinstance(image, Image.Image):
+        raise RiffradioError(f"expected a PIL image, got {type(image).__name__}")
+    image_params = params_from_image(image, params)
+    max_value = max_value_from_image(image) or 1.0
+    return image_to_mel(image, image_params, max_value), image_params
+
+
+def image_to_audio(
+    image: Image.Image, params: SpectrogramParams = SpectrogramParams(), device: str | torch.device = "cpu"
+) -> np.ndarray:
+    """Decode one spectrogram image to float32 ``(channels, samples)`` at −1 dBFS peak."""
+    return Vocoder(params, device).image_to_audio(image)
+
+
+class Vocoder:
+    """Turns Riffusion spectrogram images into audio on one torch device, batched.
+
+    Args:
+        params: spectrogram parameters; EXIF tags in an image override them for that image.
+        device: torch device for the maths ("cpu", "cuda", "mps", ...).
+    """
+
+    def __init__(
+        self, params: SpectrogramParams = SpectrogramParams(), device: str | torch.device = "cpu"
+    ) -> None:
+        self.params = params
+        self.device = torch.device(device)
+
+    def image_to_audio(self, image: Image.Image) -> np.ndarray:
+        """Float32 ``(channels, samples)`` at ``sample_rate_hz``, peak at ``REFERENCE_PEAK_DBFS``."""
+        return self.images_to_audio([image])[0]
+
+    @torch.inference_mode()
+    def images_to_audio(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Decode several images in one batch (images with equal parameters and size share it)."""
+        decoded = [_image_mel(image, self.params) for image in images]
+        results: list[np.ndarray | None] = [None] * len(decoded)
+        groups: dict[tuple[SpectrogramParams, tuple[int, ...]], list[int]] = {}
+        for index, (mel, image_params) in enumerate(decoded):
+            groups.setdefault((image_params, mel.shape), []).append(index)
+        for (image_params, _), indices in groups.items():
+            batch = torch.from_numpy(np.stack([decoded[i][0] for i in indices])).to(self.device)
+            audio = mel_to_audio(batch, image_params).cpu().numpy()
+            for row, index in enumerate(indices):
+                results[index] = _normalise_peak(audio[row])
+        return [result for result in results if result is not None]
