@@ -231,6 +231,15 @@ class Fanout:
         self._workers = [
             _SinkWorker(sink, metrics, queue_blocks, first_retry_seconds, max_retry_seconds) for sink in sinks
         ]
+        # Mounts of the same format share one encode (Liquidsoap's shared encoders).
+        self._encoders = None
+        sharing = [sink for sink in sinks if hasattr(sink, "bind_encoders")]
+        if sharing:
+            from riffradio.sinks.encoders import EncoderPool  # PyAV: only when a sink encodes
+
+            self._encoders = EncoderPool()
+            for sink in sharing:
+                sink.bind_encoders(self._encoders)
         self._started = False
         self._closed = False
 
@@ -266,6 +275,7 @@ class Fanout:
             for worker in self._workers:
                 worker._close_sink()
                 worker._set_state("stopped")
+            self._close_encoders()
             return
         for worker in self._workers:
             worker.thread.join(max(0.0, deadline - time.monotonic()))
@@ -277,3 +287,8 @@ class Fanout:
                 worker._close_sink()
                 worker.thread.join(1.0)
                 worker._set_state("stopped")
+        self._close_encoders()
+
+    def _close_encoders(self) -> None:
+        if self._encoders is not None and not any(w.thread.is_alive() for w in self._workers):
+            self._encoders.close()
