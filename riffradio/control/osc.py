@@ -6,8 +6,8 @@ dispatcher checks each one before anything reaches :class:`StationState`:
 
 1. the sender must be on the allow-list, when there is one;
 2. the datagram must be a well-formed OSC 1.0 message or bundle: a type-tag string, only the tags
-   ``i h f d s T F N``, and exactly as many bytes as its tags say (python-osc alone pads a
-   truncated float with zeros, ignores trailing bytes and skips unknown tags);
+   ``i h f d s T F N``, zero padding, and exactly as many bytes as its tags say (python-osc alone
+   pads a truncated float with zeros, ignores trailing bytes and skips unknown tags);
 3. the address must be one of :data:`ADDRESSES` (address patterns are not supported);
 4. the arguments must have the types the address takes, and the state's setter must accept the
    value (finite, in range).
@@ -157,13 +157,15 @@ def decode_message(dgram: bytes) -> OscMessage:
         builder = OscMessageBuilder(address)
         for tag, value in zip(tags[1:], message.params):
             builder.add_arg(value, tag)
-        expected = builder.build().size
+        expected = builder.build().dgram
     except Exception as error:
         raise OscRejected("malformed", f"{_show(address)}: arguments do not match type tags {_show(tags)} ({error})") from None
-    if expected != len(dgram):
+    if len(expected) != len(dgram):
         raise OscRejected(
-            "malformed", f"{_show(address)}: {len(dgram)} bytes, but type tags {_show(tags)} make {expected}"
+            "malformed", f"{_show(address)}: {len(dgram)} bytes, but type tags {_show(tags)} make {len(expected)}"
         )
+    if expected != dgram and not any(isinstance(p, float) and math.isnan(p) for p in message.params):
+        raise OscRejected("malformed", f"{_show(address)}: padding bytes are not zero")
     return message
 
 
