@@ -1,0 +1,133 @@
+"""The typed playlist: what a YAML playlist says, after checking, with where each part was written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "riffusion/riffusion-model-v1"
+DEFAULT_SEED_IMAGE = "og_beat"
+
+
+@dataclass(frozen=True)
+class StationSpec:
+    """The ``station:`` section.
+
+    Attributes:
+        name: shown to listeners (Icecast, now-playing API).
+        model: hub id or local directory of the Riffusion (Stable Diffusion 1.5) pipeline.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        steps: default scheduler steps per riff (img2img runs ``steps * denoising`` of them).
+        crossfade_seconds: equal-power crossfade at each join of two clips.
+        lookahead_clips: how many clips the producer may have ready before they are heard.
+        loudness_lufs: integrated loudness every clip is normalised to (BS.1770).
+        true_peak_dbtp: ceiling of the output's true-peak limiter.
+    """
+
+    name: str = "riffradio"
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    steps: int = 50
+    crossfade_seconds: float = 0.5
+    lookahead_clips: int = 2
+    loudness_lufs: float = -14.0
+    true_peak_dbtp: float = -1.0
+
+
+@dataclass(frozen=True)
+class RiffSpec:
+    """One entry of ``riffs:``: a prompt held (walking seeds) or a transition to ``to``.
+
+    Attributes:
+        prompt: the text prompt at the start of the riff.
+        seed: seed at the start (defaults to the previous riff's end seed, 42 for the first).
+        to: prompt at the end; ``None`` holds ``prompt`` and walks seeds ``seed, seed+1, ...``.
+        to_seed: seed at the end of a transition (defaults to ``seed``).
+        clips: clips the riff lasts (a transition moves alpha by ``1/clips`` per clip).
+        denoising, to_denoising: img2img strength at the start and end, in [0, 1].
+        guidance, to_guidance: classifier-free guidance at the start and end.
+        steps: scheduler steps, or ``None`` for the station's.
+        seed_image: reference of the init spectrogram: bundled name, path or ``"bpm=..."`` spec.
+        negative_prompt: text to steer away from.
+        mask_image: optional reference of a mask image.
+        line, column: where the riff was written (1-based), for messages.
+    """
+
+    prompt: str
+    seed: int = 42
+    to: str | None = None
+    to_seed: int | None = None
+    clips: int = 4
+    denoising: float = 0.75
+    to_denoising: float | None = None
+    guidance: float = 7.0
+    to_guidance: float | None = None
+    steps: int | None = None
+    seed_image: str = DEFAULT_SEED_IMAGE
+    negative_prompt: str = ""
+    mask_image: str | None = None
+    line: int = 0
+    column: int = 0
+
+    @property
+    def end_prompt(self) -> str:
+        return self.to if self.to is not None else self.prompt
+
+    @property
+    def end_seed(self) -> int:
+        return self.to_seed if self.to_seed is not None else self.seed
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One entry of ``outputs:``; ``options`` are the other keys, checked by the sink's factory."""
+
+    type: str
+    options: dict[str, Any] = field(default_factory=dict)
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True)
+class OscConfig:
+    """``control.osc``: where the OSC server listens and which senders it accepts (empty = all)."""
+
+    host: str = "127.0.0.1"
+    port: int = 9000
+    allow: list[str] = field(default_factory=list)
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """``control.http``: where the now-playing API and Prometheus metrics listen."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    line: int = 0
+    column: int = 0
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The ``control:`` section; a server runs only when its part is present."""
+
+    osc: OscConfig | None = None
+    http: HttpConfig | None = None
+
+
+@dataclass(frozen=True)
+class Playlist:
+    """A checked playlist. It loops forever: after the last riff comes the first again."""
+
+    path: Path
+    station: StationSpec
+    riffs: tuple[RiffSpec, ...]
+    outputs: tuple[OutputSpec, ...] = ()
+    control: ControlConfig = ControlConfig()
+
+    def where(self, line: int, column: int) -> str:
+        """``file:line:column`` for messages about a part of this playlist."""
+        return f"{self.path}:{line}:{column}"

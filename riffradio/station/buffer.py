@@ -1,0 +1,274 @@
+"""The crossfading ring buffer between the producer (clips) and the consumer (fixed blocks).
+
+Clips queue up in order. Each join is an equal-power crossfade (``cos``/``sin`` gains, so the
+summed power stays constant) of ``crossfade_seconds``, sample-exact: the last N frames of one
+clip overlap the first N frames of the next. Two rules keep it live and never silent:
+
+* **cut in** — a clip made under a newer station-state version than the one playing (the DJ
+  changed something) does not wait for the end of the current clip: the crossfade starts at once;
+* **fallback** — when a join comes and no clip is queued, the playing clip crossfades into its own
+  beginning, the underrun is counted (once per episode) and the next clip that arrives cuts in.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from riffradio.station.types import Clip, NowPlaying
+
+
+def equal_power_gains(fade_frames: int, start_frame: int = 0, frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Gains (outgoing, incoming) of frames ``start_frame ...`` of an equal-power fade of ``fade_frames``.
+
+    Sampled at frame centres, so ``out² + in² == 1`` for every frame and the two halves mirror.
+    """
+    frames = fade_frames - start_frame if frames is None else frames
+    position = (start_frame + np.arange(frames, dtype=np.float64) + 0.5) / max(fade_frames, 1)
+    angle = position * (math.pi / 2)
+    return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+
+
+def crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
+    """Equal-power crossfade of two equally long (channels, frames) arrays."""
+    gains_out, gains_in = equal_power_gains(outgoing.shape[-1])
+    return outgoing * gains_out[None, :] + incoming * gains_in[None, :]
+
+
+@dataclass
+class _Voice:
+    """A clip being played from ``offset`` (frames)."""
+
+    clip: Clip
+    offset: int = 0
+    fallback: bool = False
+
+    @property
+    def length(self) -> int:
+        return int(self.clip.audio.shape[-1])
+
+    @property
+    def remaining(self) -> int:
+        return self.length - self.offset
+
+    def take(self, frames: int) -> np.ndarray:
+        part = self.clip.audio[:, self.offset : self.offset + frames]
+        self.offset += frames
+        if part.shape[-1] < frames:  # only if a clip is shorter than a crossfade: pad, never fail
+            part = np.pad(part, ((0, 0), (0, frames - part.shape[-1])))
+        return part
+
+
+class CrossfadeBuffer:
+    """Thread-safe queue of clips read as a continuous, crossfaded stream.
+
+    Args:
+        channels: channels of every clip (clips with another count are up/down-mixed).
+        sample_rate_hz: sample rate of every clip.
+        crossfade_seconds: default crossfade at joins; ``read`` may override it live.
+        on_underrun: called (outside the lock) with the index of the clip that had to repeat,
+            once per underrun episode.
+    """
+
+    def __init__(
+        self,
+        channels: int = 2,
+        sample_rate_hz: int = 44100,
+        crossfade_seconds: float = 0.5,
+        on_underrun: Callable[[int], None] | None = None,
+    ) -> None:
+        self.channels = channels
+        self.sample_rate_hz = sample_rate_hz
+        self.crossfade_seconds = crossfade_seconds
+        self.on_underrun = on_underrun
+        self._lock = threading.Condition()
+        self._queue: collections.deque[Clip] = collections.deque()
+        self._current: _Voice | None = None
+        self._outgoing: _Voice | None = None
+        self._fade_frames = 0
+        self._fade_position = 0
+        self.frames_read = 0
+        self.underruns = 0
+        self.fallback_frames = 0
+        self.clips_started = 0
+
+    # -- producer side ---------------------------------------------------------------------------
+    def push(self, clip: Clip) -> list[Clip]:
+        """Queue a clip; returns the clips this made obsolete (dropped, never heard).
+
+        A clip of a newer state version replaces every queued clip of an older one (and then cuts
+        in at once); a clip older than one already queued is itself dropped.
+        """
+        audio = clip.audio
+        if audio.ndim == 1:
+            audio = audio[None, :]
+        if audio.shape[0] != self.channels:
+            audio = np.repeat(audio.mean(axis=0, keepdims=True), self.channels, axis=0)
+        if audio is not clip.audio:
+            clip = replace(clip, audio=audio.astype(np.float32))
+        with self._lock:
+            newest = max((queued.state_version for queued in self._queue), default=None)
+            if newest is not None and clip.state_version < newest:
+                return [clip]
+            dropped: list[Clip] = []
+            if newest is not None and clip.state_version > newest:
+                dropped = list(self._queue)
+                self._queue.clear()
+            self._queue.append(clip)
+            self._lock.notify_all()
+            return dropped
+
+    def wait_for_change(self, timeout_seconds: float) -> None:
+        """Block until a clip is pushed or read starts one (or the timeout passes)."""
+        with self._lock:
+            self._lock.wait(timeout_seconds)
+
+    # -- inspection ------------------------------------------------------------------------------
+    @property
+    def pending_clips(self) -> int:
+        """Clips queued and not started yet."""
+        with self._lock:
+            return len(self._queue)
+
+    def pending_clips_since(self, version: int) -> int:
+        """Queued clips made under state ``version`` or newer."""
+        with self._lock:
+            return sum(1 for clip in self._queue if clip.state_version >= version)
+
+    def pending(self) -> list[Clip]:
+        with self._lock:
+            return list(self._queue)
+
+    @property
+    def playing(self) -> Clip | None:
+        """The clip heard now (the incoming one of a crossfade)."""
+        with self._lock:
+            return self._current.clip if self._current else None
+
+    @property
+    def in_fallback(self) -> bool:
+        with self._lock:
+            return bool(self._current and self._current.fallback)
+
+    def seconds_ahead(self, crossfade_seconds: float | None = None) -> float:
+        """Seconds of generated audio not played yet (overlaps of crossfades counted once)."""
+        fade = self._fade_frames_for(crossfade_seconds)
+        with self._lock:
+            frames = self._current.remaining if self._current else 0
+            frames += sum(max(0, clip.audio.shape[-1] - fade) for clip in self._queue)
+        return frames / self.sample_rate_hz
+
+    def frames_until_join(self, crossfade_seconds: float | None = None) -> int:
+        """Frames that can be read before the next clip is needed (0 when one is needed now)."""
+        with self._lock:
+            if self._current is None:
+                return 0
+            fade = min(self._fade_frames_for(crossfade_seconds), self._current.length // 2)
+            return max(0, self._current.remaining - fade)
+
+    def _fade_frames_for(self, crossfade_seconds: float | None) -> int:
+        seconds = self.crossfade_seconds if crossfade_seconds is None else crossfade_seconds
+        return max(0, int(round(seconds * self.sample_rate_hz)))
+
+    # -- consumer side ---------------------------------------------------------------------------
+    def now_playing(self) -> NowPlaying | None:
+        with self._lock:
+            return self._now_playing_locked()
+
+    def _now_playing_locked(self) -> NowPlaying | None:
+        voice = self._current
+        if self._outgoing is not None and self._fade_position * 2 < self._fade_frames:
+            voice = self._outgoing  # the incoming clip counts once the crossfade is half done
+        if voice is None:
+            return None
+        request = voice.clip.request
+        return NowPlaying(
+            clip_index=voice.clip.index,
+            title=request.title if request is not None else "",
+            request=request,
+            offset_seconds=voice.offset / self.sample_rate_hz,
+            image=voice.clip.image,
+            fallback=voice.fallback,
+        )
+
+    def read(self, frames: int, crossfade_seconds: float | None = None) -> tuple[np.ndarray, NowPlaying | None]:
+        """The next ``frames`` of the stream (channels, frames) and what is audible at its start.
+
+        Never blocks and never returns silence once a clip has been pushed.
+        """
+        out = np.zeros((self.channels, frames), dtype=np.float32)
+        underrun_clip: int | None = None
+        with self._lock:
+            now = None
+            written = 0
+            while written < frames:
+                if self._current is None:
+                    if not self._queue:
+                        break  # nothing ever pushed: the consumer waits for the first clip
+                    self._current = _Voice(self._queue.popleft())
+                    self.clips_started += 1
+                    self._lock.notify_all()
+                if now is None:
+                    now = self._now_playing_locked()
+                wanted = frames - written
+                if self._outgoing is not None:
+                    written += self._mix_fade(out, written, wanted)
+                    continue
+                fade = min(self._fade_frames_for(crossfade_seconds), self._current.length // 2)
+                if self._queue and (self._current.fallback or self._queue[0].state_version > self._current.clip.state_version):
+                    # cut in: the DJ's change (or the end of an underrun) is heard at once
+                    self._start_fade(self._queue.popleft(), min(fade, self._current.remaining), fallback=False)
+                    continue
+                to_join = self._current.remaining - fade
+                if to_join > 0:
+                    part = min(wanted, to_join)
+                    out[:, written : written + part] = self._current.take(part)
+                    self._count_fallback(part)
+                    written += part
+                    continue
+                if self._queue:
+                    self._start_fade(self._queue.popleft(), fade, fallback=False)
+                else:
+                    # underrun: the playing clip crossfades into its own start, once per episode counted
+                    if not self._current.fallback:
+                        self.underruns += 1
+                        underrun_clip = self._current.clip.index
+                    self._start_fade(self._current.clip, fade, fallback=True)
+            self.frames_read += frames
+        if underrun_clip is not None and self.on_underrun is not None:
+            self.on_underrun(underrun_clip)
+        return out, now
+
+    def _start_fade(self, clip: Clip, fade_frames: int, fallback: bool) -> None:
+        assert self._current is not None
+        incoming = _Voice(clip, fallback=fallback)
+        fade_frames = max(0, min(fade_frames, self._current.remaining, incoming.length))
+        if not fallback:
+            self.clips_started += 1
+        self._outgoing, self._current = self._current, incoming
+        self._fade_frames, self._fade_position = fade_frames, 0
+        if fade_frames == 0:
+            self._outgoing = None
+        self._lock.notify_all()
+
+    def _mix_fade(self, out: np.ndarray, at: int, wanted: int) -> int:
+        assert self._outgoing is not None and self._current is not None
+        part = min(wanted, self._fade_frames - self._fade_position)
+        gains_out, gains_in = equal_power_gains(self._fade_frames, self._fade_position, part)
+        out[:, at : at + part] = (
+            self._outgoing.take(part) * gains_out[None, :] + self._current.take(part) * gains_in[None, :]
+        )
+        self._fade_position += part
+        self._count_fallback(part)
+        if self._fade_position >= self._fade_frames:
+            self._outgoing = None
+        return part
+
+    def _count_fallback(self, frames: int) -> None:
+        if self._current is not None and self._current.fallback:
+            self.fallback_frames += frames

@@ -1,0 +1,180 @@
+"""Loudness across clips: BS.1770 normalisation with smoothed gain, and a true-peak limiter.
+
+Riffusion peak-normalises every clip on its own, so its loudness jumps from clip to clip. Here each
+clip is measured (pyloudnorm, ITU-R BS.1770 integrated loudness) and brought to a target (−14 LUFS
+by default, what streaming services play at); the gain glides from the previous clip's gain to the
+new one over ``ramp_seconds`` so it never steps. The station's output then goes through a
+look-ahead limiter that keeps the true peak (4× oversampled, BS.1770 annex 2) under −1 dBTP.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_TARGET_LUFS = -14.0
+DEFAULT_CEILING_DBTP = -1.0
+SILENCE_LUFS = -70.0  # BS.1770's absolute gate: below this a clip is "silent" and keeps the old gain
+MAX_GAIN_DB = 24.0  # never lift near-silence into loud noise
+
+
+def db_to_gain(db: float) -> float:
+    return float(10.0 ** (db / 20.0))
+
+
+def gain_to_db(gain: float) -> float:
+    return float(20.0 * math.log10(max(gain, 1e-12)))
+
+
+def integrated_loudness_lufs(audio: np.ndarray, sample_rate_hz: int) -> float:
+    """BS.1770 integrated loudness of ``audio`` (channels, samples); ``-inf`` for silence."""
+    import pyloudnorm
+
+    meter = pyloudnorm.Meter(sample_rate_hz)
+    data = np.asarray(audio, dtype=np.float64).T  # pyloudnorm wants (samples, channels)
+    if data.shape[0] < int(0.4 * sample_rate_hz):  # shorter than one gating block
+        data = np.concatenate([data, np.zeros((int(0.4 * sample_rate_hz) - data.shape[0], data.shape[1]))])
+    return float(meter.integrated_loudness(data))
+
+
+def normalising_gain_db(
+    loudness_lufs: float, target_lufs: float = DEFAULT_TARGET_LUFS, previous_gain_db: float | None = None
+) -> float:
+    """Gain that brings a clip measured at ``loudness_lufs`` to ``target_lufs`` (capped, gated)."""
+    if not math.isfinite(loudness_lufs) or loudness_lufs < SILENCE_LUFS:
+        return previous_gain_db if previous_gain_db is not None else 0.0
+    return float(min(MAX_GAIN_DB, target_lufs - loudness_lufs))
+
+
+def gain_ramp(frames: int, start_gain_db: float, end_gain_db: float, ramp_frames: int) -> np.ndarray:
+    """Linear gains (frames,) gliding in dB from ``start`` to ``end`` over ``ramp_frames``, then flat."""
+    ramp_frames = max(0, min(ramp_frames, frames))
+    gains_db = np.full(frames, end_gain_db, dtype=np.float64)
+    if ramp_frames:
+        gains_db[:ramp_frames] = np.linspace(start_gain_db, end_gain_db, ramp_frames, endpoint=False)
+    return (10.0 ** (gains_db / 20.0)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class NormalisedClip:
+    """Result of :func:`normalise_clip`."""
+
+    audio: np.ndarray
+    loudness_lufs: float
+    gain_db: float
+
+
+def normalise_clip(
+    audio: np.ndarray,
+    sample_rate_hz: int,
+    target_lufs: float = DEFAULT_TARGET_LUFS,
+    previous_gain_db: float | None = None,
+    ramp_seconds: float = 1.0,
+) -> NormalisedClip:
+    """Bring one clip to ``target_lufs``; the gain glides from ``previous_gain_db`` over ``ramp_seconds``.
+
+    Args:
+        audio: float32 (channels, samples).
+        sample_rate_hz: its sample rate.
+        target_lufs: integrated loudness to reach.
+        previous_gain_db: the gain the clip before got (None for the first clip: no glide).
+        ramp_seconds: how long the glide from the old gain to the new one lasts.
+    """
+    loudness = integrated_loudness_lufs(audio, sample_rate_hz)
+    gain_db = normalising_gain_db(loudness, target_lufs, previous_gain_db)
+    start_db = gain_db if previous_gain_db is None else previous_gain_db
+    gains = gain_ramp(audio.shape[-1], start_db, gain_db, int(ramp_seconds * sample_rate_hz))
+    return NormalisedClip((audio * gains[None, :]).astype(np.float32), loudness, gain_db)
+
+
+def true_peak_per_frame(audio: np.ndarray, oversample: int = 4) -> np.ndarray:
+    """Absolute true-peak estimate of each frame (max over channels and ``oversample`` phases)."""
+    from scipy.signal import resample_poly
+
+    if audio.shape[-1] == 0:
+        return np.zeros(0, dtype=np.float32)
+    upsampled = resample_poly(audio, oversample, 1, axis=-1)
+    frames = audio.shape[-1]
+    peaks = np.abs(upsampled[:, : frames * oversample]).reshape(audio.shape[0], frames, oversample)
+    return np.maximum(peaks.max(axis=(0, 2)), np.abs(audio).max(axis=0)).astype(np.float32)
+
+
+def true_peak_dbtp(audio: np.ndarray, oversample: int = 4) -> float:
+    """True peak of ``audio`` in dBTP."""
+    peaks = true_peak_per_frame(audio, oversample)
+    return gain_to_db(float(peaks.max())) if peaks.size else -math.inf
+
+
+class TruePeakLimiter:
+    """Look-ahead limiter keeping the true peak under ``ceiling_dbtp``; delays audio by ``lookahead_frames``.
+
+    The gain needed by each frame is spread backwards over the look-ahead (a running minimum then a
+    moving average), so it is already down when a peak arrives and never steps; it recovers with an
+    exponential release. State carries across blocks, so block boundaries are seamless.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        sample_rate_hz: int,
+        ceiling_dbtp: float = DEFAULT_CEILING_DBTP,
+        lookahead_frames: int = 64,
+        release_seconds: float = 0.15,
+        context_frames: int = 16,
+    ) -> None:
+        # A little under the ceiling: the 4× estimate can miss a few hundredths of a dB.
+        self.ceiling = db_to_gain(ceiling_dbtp - 0.05)
+        self.lookahead = lookahead_frames
+        self.release = 1.0 - math.exp(-1.0 / (release_seconds * sample_rate_hz))
+        self.context = context_frames
+        self._pending = np.zeros((channels, lookahead_frames), dtype=np.float32)
+        self._pending_required = np.ones(lookahead_frames, dtype=np.float32)
+        self._history = np.ones(lookahead_frames - 1, dtype=np.float32)
+        self._previous_input = np.zeros((channels, context_frames), dtype=np.float32)
+        self._gain = 1.0
+
+    @property
+    def gain(self) -> float:
+        """The gain applied to the last frame (1.0 = not limiting)."""
+        return self._gain
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        """Limit one block (channels, frames); returns as many frames, ``lookahead_frames`` late."""
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        block = np.asarray(block, dtype=np.float32)
+        frames = block.shape[-1]
+        if frames == 0:
+            return block.copy()
+        with_context = np.concatenate([self._previous_input, block], axis=1)
+        peaks = true_peak_per_frame(with_context)[self.context :]
+        required = np.minimum(1.0, self.ceiling / np.maximum(peaks, 1e-12)).astype(np.float32)
+        signal = np.concatenate([self._pending, block], axis=1)
+        needed = np.concatenate([self._pending_required, required])
+        # Frame k may be played at most at the smallest gain any of the next `lookahead` frames needs...
+        window_min = sliding_window_view(needed, self.lookahead)[:frames].min(axis=1)
+        # ...and the average over the look-ahead makes that a ramp instead of a step.
+        smoothed_input = np.concatenate([self._history, window_min])
+        gains = sliding_window_view(smoothed_input, self.lookahead).mean(axis=1)[:frames]
+        gains = self._apply_release(gains.astype(np.float64))
+        out = signal[:, :frames] * gains[None, :].astype(np.float32)
+        self._pending = signal[:, frames:]
+        self._pending_required = needed[frames:]
+        self._history = smoothed_input[-(self.lookahead - 1) :] if self.lookahead > 1 else self._history
+        self._previous_input = with_context[:, -self.context :]
+        return out.astype(np.float32)
+
+    def _apply_release(self, targets: np.ndarray) -> np.ndarray:
+        """Instant attack to ``targets``, exponential recovery towards 1 (only loops while limiting)."""
+        if self._gain >= 1.0 and targets.min() >= 1.0:
+            return targets
+        gains = np.empty_like(targets)
+        gain = self._gain
+        release = self.release
+        for index, target in enumerate(targets):
+            gain = min(target, gain + (1.0 - gain) * release)
+            gains[index] = gain
+        self._gain = gain
+        return gains

@@ -1,0 +1,229 @@
+"""The producer: an asyncio task that plans clips and has them made off the event loop.
+
+Each step (1) snapshots the station state, (2) on a new state version drops queued clips of
+older versions and rewinds the plan to just after the clip playing, (3) waits while
+``lookahead_clips`` are already queued, (4) plans the next clip (a pure function), (5) runs
+engine + vocoder + loudness normalisation in a worker thread and (6) queues the clip in the
+buffer, where a clip of a newer state version cuts in at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from riffradio.engine.request import RiffRequest
+from riffradio.metrics import StationMetrics
+from riffradio.playlist.model import Playlist
+from riffradio.station.buffer import CrossfadeBuffer
+from riffradio.station.loudness import normalise_clip
+from riffradio.station.plan import START, PlanPosition, PlannedClip, plan_next
+from riffradio.station.state import StationState
+from riffradio.station.types import Clip
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_POLL_SECONDS = 0.02
+_MAX_FAILURE_BACKOFF_SECONDS = 10.0
+
+
+class Engine(Protocol):
+    def riff(self, request: RiffRequest) -> Any: ...
+
+
+class Vocoder(Protocol):
+    def image_to_audio(self, image: Any) -> np.ndarray: ...
+
+
+async def run_in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run ``function(*args)`` in a fresh daemon thread and await its result.
+
+    A daemon thread (not an executor's) so that a riff still running on a slow CPU when the station
+    stops never holds up the process exit: SIGTERM must be done within 5 s.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def work() -> None:
+        try:
+            result, error = function(*args), None
+        except BaseException as caught:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, caught
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is closed: the station stopped meanwhile
+            pass
+
+    threading.Thread(target=work, name="riffradio generate", daemon=True).start()
+    return await future
+
+
+class Producer:
+    """Plans and generates clips into ``buffer`` ahead of playback.
+
+    Args:
+        playlist: what to play (replaced by :meth:`switch_playlist` on reload).
+        state: the live state, snapshotted before each clip is planned.
+        engine: anything with ``riff(request) -> RiffResult`` (``RiffEngine``).
+        vocoder: anything with ``image_to_audio(image) -> (channels, samples)`` (``Vocoder``).
+        buffer: where clips go.
+        sample_rate_hz: the vocoder's output rate.
+        metrics: the station's Prometheus series.
+        lookahead_clips: clips queued ahead of the one playing before the producer waits.
+        loudness_lufs: loudness target of every clip (BS.1770).
+        keep_images: keep each clip's spectrogram image (for a video output).
+    """
+
+    def __init__(
+        self,
+        playlist: Playlist,
+        state: StationState,
+        engine: Engine,
+        vocoder: Vocoder,
+        buffer: CrossfadeBuffer,
+        sample_rate_hz: int,
+        metrics: StationMetrics,
+        lookahead_clips: int = 2,
+        loudness_lufs: float = -14.0,
+        keep_images: bool = True,
+    ) -> None:
+        self.playlist = playlist
+        self.state = state
+        self.engine = engine
+        self.vocoder = vocoder
+        self.buffer = buffer
+        self.sample_rate_hz = sample_rate_hz
+        self.metrics = metrics
+        self.lookahead_clips = lookahead_clips
+        self.loudness_lufs = loudness_lufs
+        self.keep_images = keep_images
+        self.position: PlanPosition = START
+        self.realtime_factor = 0.0
+        self.last_generation_seconds = 0.0
+        self.clips_generated = 0
+        self.clips_dropped = 0
+        self.generating: PlannedClip | None = None
+        self._version = state.snapshot().version
+        self._gain_db: float | None = None
+        self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
+        self._failures = 0
+
+    # -- control ---------------------------------------------------------------------------------
+    def switch_playlist(self, playlist: Playlist) -> None:
+        """Use ``playlist`` from the next clip planned on (a reload); the plan keeps its place."""
+        self.playlist = playlist
+        riffs = len(playlist.riffs)
+        if self.position.riff_index >= riffs:
+            self.position = replace(self.position, riff_index=0, clip=0)
+
+    # -- the task --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Produce forever (until cancelled)."""
+        while True:
+            snapshot = self.state.snapshot()
+            if snapshot.version != self._version:
+                self._replan(snapshot.version)
+            if self.buffer.pending_clips_since(snapshot.version) >= self.lookahead_clips:
+                await asyncio.sleep(_POLL_SECONDS)
+                continue
+            planned, after = plan_next(self.playlist, snapshot, self.position)
+            self.position = after
+            self.state.advance_riff(after.riff_index)
+            self.generating = planned
+            try:
+                clip, gain_db = await run_in_daemon_thread(self.generate, planned)
+            except Exception as error:  # noqa: BLE001 - one bad clip must not stop the music
+                self._failures += 1
+                backoff = min(_MAX_FAILURE_BACKOFF_SECONDS, 0.5 * 2 ** min(self._failures, 5))
+                log.error(
+                    "clip %d: generation failed: %s (retrying in %.1f s; the buffer keeps playing)",
+                    planned.index,
+                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                continue
+            finally:
+                self.generating = None
+            self._failures = 0
+            self._after[planned.index] = after
+            while len(self._after) > 64:
+                self._after.popitem(last=False)
+            dropped = self.buffer.push(clip)
+            if clip in dropped:
+                self._count_dropped([clip], "a clip made under a newer station state is queued")
+                continue
+            self._gain_db = gain_db
+            self._count_dropped(dropped, "the station state changed")
+
+    def _replan(self, version: int) -> None:
+        """Continue the plan from the clip heard now; the next clip is made with the new state.
+
+        Queued clips of the old state keep playing until that clip arrives, which replaces them
+        and cuts in at once (see :meth:`CrossfadeBuffer.push`), so the station never goes silent.
+        """
+        self._version = version
+        anchor = self.buffer.playing
+        if anchor is not None and anchor.index in self._after:
+            self.position = replace(self._after[anchor.index], index=self.position.index)
+
+    def _count_dropped(self, clips: list[Clip], why: str) -> None:
+        if not clips:
+            return
+        self.clips_dropped += len(clips)
+        self.metrics.clips_dropped.inc(len(clips))
+        log.info("dropped clip(s) %s: %s", ", ".join(str(c.index) for c in clips), why)
+
+    # -- the worker thread -----------------------------------------------------------------------
+    def generate(self, planned: PlannedClip) -> tuple[Clip, float]:
+        """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread)."""
+        started = time.perf_counter()
+        result = self.engine.riff(planned.request)
+        audio = np.asarray(self.vocoder.image_to_audio(result.image), dtype=np.float32)
+        if audio.ndim == 1:
+            audio = audio[None, :]
+        normalised = normalise_clip(audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db)
+        seconds = time.perf_counter() - started
+        clip = Clip(
+            index=planned.index,
+            request=planned.request,
+            audio=normalised.audio,
+            sample_rate_hz=self.sample_rate_hz,
+            image=result.image if self.keep_images else None,
+            generation_seconds=seconds,
+            state_version=planned.state_version,
+        )
+        self.clips_generated += 1
+        self.last_generation_seconds = seconds
+        self.realtime_factor = clip.duration_seconds / seconds if seconds > 0 else 0.0
+        self.metrics.clips_generated.inc()
+        self.metrics.generation_seconds.observe(seconds)
+        self.metrics.realtime_factor.set(self.realtime_factor)
+        log.info(
+            "clip %d generated in %.2f s (%.2fx real time): %s, seed %d→%d, alpha %.2f",
+            planned.index,
+            seconds,
+            self.realtime_factor,
+            planned.request.title,
+            planned.request.start_seed,
+            planned.request.end_seed,
+            planned.request.alpha,
+        )
+        return clip, normalised.gain_db
