@@ -414,6 +414,7 @@ def load_music(seconds: float = 30.0, track: str = "music001.ogg", start_seconds
             if have >= seconds * rate:
                 break
     samples = np.concatenate(chunks, axis=1)[:, : int(seconds * rate)]
+    samples *= min(1.0, 0.9 / float(np.abs(samples).max()))  # the station's audio is limited below full scale
     return Music(np.ascontiguousarray(samples), rate)
 
 

@@ -260,6 +260,9 @@ class EncoderPool:
                 encoder = self._encoders[settings] = SharedEncoder(settings)
             return encoder
 
+    def __len__(self) -> int:
+        return len(self._encoders)
+
     def close(self) -> None:
         with self._lock:
             for encoder in self._encoders.values():

@@ -27,8 +27,10 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 
+from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
 from riffradio.sinks.encoders import EncoderPool, EncoderSettings, SharedEncoder
+from riffradio.sinks.options import OutputOptions
 from riffradio.station.types import AudioBlock
 
 log = logging.getLogger(__name__)
@@ -139,7 +141,8 @@ class IcecastSink(Sink):
     # -- Sink ---------------------------------------------------------------------------------
     def open(self) -> None:
         if self._encoder is None:
-            self._pool = self._pool or EncoderPool()
+            if self._pool is None:
+                self._pool = EncoderPool()
             self._encoder = self._pool.get(self.settings)
         self._socket = self._connect()
         self._sent_serials.clear()
@@ -266,3 +269,31 @@ class IcecastSink(Sink):
 def _header_value(value: str) -> str:
     """One HTTP header line: no CR/LF (a title or name must not inject headers)."""
     return " ".join(str(value).split())
+
+
+ICECAST_OPTIONS = (
+    "url", "format", "bitrate_kbps", "name", "genre", "description", "public", "timeout_seconds",
+    "admin_user", "admin_password",
+)  # fmt: skip
+
+
+def icecast_sink_from_spec(spec: OutputSpec) -> IcecastSink:
+    """The factory for ``{type: icecast, url: "icecast://source:${PW}@host:8000/mount.mp3", format: mp3, ...}``."""
+    o = OutputOptions("icecast", spec.options, ICECAST_OPTIONS)
+    url = o.text("url", example='"icecast://source:${ICECAST_PASSWORD}@127.0.0.1:8000/riffradio.mp3"')
+    assert url is not None
+    try:
+        return IcecastSink(
+            url,
+            format=o.choice("format", None, ("mp3", "opus", "ogg")),
+            bitrate_kbps=o.number("bitrate_kbps", None, minimum=8, integer=True),
+            stream_name=o.text("name", "riffradio") or "riffradio",
+            genre=o.text("genre", "AI") or "",
+            description=o.text("description", "An endless AI radio station (Riffusion)") or "",
+            public=o.flag("public", False),
+            timeout_seconds=o.number("timeout_seconds", 5.0),
+            admin_user=o.text("admin_user", None),
+            admin_password=o.text("admin_password", None),
+        )
+    except SinkError as error:
+        raise ValueError(str(error)) from None
