@@ -1,0 +1,305 @@
+"""RTMP output (YouTube, Twitch, nginx-rtmp): FLV with AAC audio and H.264 video of the spectrogram.
+
+The video is driven by the audio clock: after each audio block, every frame whose time the audio
+has reached is rendered (:class:`~riffradio.sinks.video.ScrollingSpectrogram`) and encoded, so
+audio and video timestamps cannot drift apart. Keyframes come every ``keyframe_seconds`` (YouTube
+wants at most 4 s; 2 s by default), no B-frames (``tune=zerolatency``).
+
+PyAV opens ``rtmp://`` itself and gives no write timeout: a hung server would block ``mux()`` for
+good. The sink owns that timeout with a watchdog: when an open or a write makes no progress for
+``timeout_seconds``, it shuts down the TCP socket under FFmpeg (found by its peer address), so the
+blocked call fails and the fan-out reconnects. The stream key (the URL's last path part) is never
+logged: the sink's name leaves it out, and it is listed in ``secrets`` for the fan-out's log lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from riffradio.playlist.model import OutputSpec
+from riffradio.sinks.base import Sink, SinkError
+from riffradio.sinks.options import OutputOptions
+from riffradio.sinks.video import ScrollingSpectrogram, VideoSettings
+from riffradio.station.types import AudioBlock
+
+log = logging.getLogger(__name__)
+
+
+def _socket_fds() -> set[int]:
+    """Open file descriptors of this process that are sockets (Linux /proc, else /dev/fd)."""
+    base = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+    found = set()
+    for name in os.listdir(base):
+        try:
+            if os.readlink(f"{base}/{name}").startswith("socket:"):
+                found.add(int(name))
+        except OSError:
+            continue
+    return found
+
+
+def _peer(fd: int) -> tuple[str, int] | None:
+    try:
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            peer = sock.getpeername()
+    except OSError:
+        return None
+    return (peer[0], peer[1]) if isinstance(peer, tuple) else None
+
+
+class WriteWatchdog:
+    """Shuts down the TCP connection to ``(host, port)`` when a guarded call hangs.
+
+    Sockets that existed before :meth:`arm` are never touched, so other outputs to the same
+    server are safe.
+    """
+
+    def __init__(self, host: str, port: int, timeout_seconds: float, name: str) -> None:
+        self.addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        self.port, self.timeout_seconds, self.name = port, timeout_seconds, name
+        self._before: set[int] = set()
+        self._busy_since: float | None = None
+        self._fired = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        """Call before opening the connection: remembers which sockets are not ours."""
+        self._before = _socket_fds()
+        self._fired = False
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._watch, name=f"watchdog {self.name}", daemon=True)
+            self._thread.start()
+
+    def disarm(self) -> None:
+        self._stop.set()
+
+    @contextlib.contextmanager
+    def guard(self, what: str) -> Iterator[None]:
+        """Run a blocking FFmpeg call; if it hangs, it fails with a one-line SinkError."""
+        with self._lock:
+            self._busy_since = time.monotonic()
+        try:
+            yield
+        except (OSError, av.error.FFmpegError) as error:
+            if self._fired:
+                raise SinkError(f"{self.name}: {what} made no progress for {self.timeout_seconds:g} s (server hung?)") from error
+            raise
+        finally:
+            with self._lock:
+                self._busy_since = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.25):
+            with self._lock:
+                busy = self._busy_since
+            if busy is not None and not self._fired and time.monotonic() - busy > self.timeout_seconds:
+                self._fired = True
+                self._shutdown_ours()
+
+    def _shutdown_ours(self) -> None:
+        for fd in _socket_fds() - self._before:
+            peer = _peer(fd)
+            if peer is not None and peer[1] == self.port and peer[0] in self.addresses:
+                with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes FFmpeg's blocked write with an error
+
+
+class RtmpSink(Sink):
+    """Publishes the station to an RTMP server: AAC + H.264 (scrolling spectrogram, prompt on top).
+
+    Args:
+        url: ``rtmp://host[:port]/app/STREAM_KEY`` (also ``rtmps://``).
+        width: video width in pixels (even).
+        height: video height in pixels (even).
+        fps: video frames per second.
+        video_bitrate_kbps: H.264 target bit rate (capped with a VBV of the same rate).
+        audio_bitrate_kbps: AAC bit rate.
+        keyframe_seconds: seconds between keyframes (fixed GOP; services want ≤ 2–4 s).
+        preset: x264 speed preset (``ultrafast`` … ``medium``); faster uses less CPU.
+        sample_rate_hz: AAC sample rate; blocks at another rate are resampled.
+        visible_seconds: audio seconds across the picture (scroll speed).
+        timeout_seconds: limit for the connection and each write before the watchdog cuts it.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        width: int = 1280,
+        height: int = 720,
+        fps: int = 30,
+        video_bitrate_kbps: int = 2500,
+        audio_bitrate_kbps: int = 128,
+        keyframe_seconds: float = 2.0,
+        preset: str = "veryfast",
+        sample_rate_hz: int = 44100,
+        visible_seconds: float = 10.24,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("rtmp", "rtmps") or not parts.hostname:
+            raise SinkError("rtmp url must look like rtmp://host/app/STREAM_KEY")
+        path = parts.path.strip("/").split("/")
+        if len(path) < 2 or not path[-1]:
+            raise SinkError(f"rtmp url for {parts.hostname} needs an application and a stream key (…/live/KEY)")
+        self.url = url
+        self.host, self.port = parts.hostname, parts.port or (443 if parts.scheme == "rtmps" else 1935)
+        self.stream_key = path[-1]
+        self.name = f"rtmp:{self.host}:{self.port}/{'/'.join(path[:-1])}"
+        self.secrets = tuple(x for x in (self.stream_key, parts.password, parts.query) if x)
+        self.video = VideoSettings(width, height, fps)
+        self.video_bitrate_kbps = video_bitrate_kbps
+        self.audio_bitrate_kbps = audio_bitrate_kbps
+        self.gop_frames = max(1, round(keyframe_seconds * fps))
+        self.preset = preset
+        self.sample_rate_hz = sample_rate_hz
+        self.visible_seconds = visible_seconds
+        self.timeout_seconds = timeout_seconds
+        self._renderer: ScrollingSpectrogram | None = None
+        self._watchdog = WriteWatchdog(self.host, self.port, timeout_seconds, self.name)
+        self._container: av.container.OutputContainer | None = None
+        self._audio: av.audio.stream.AudioStream | None = None
+        self._video: av.video.stream.VideoStream | None = None
+        self._resampler: av.AudioResampler | None = None
+        self._samples_sent = 0  # audio timeline of this connection, in samples
+        self._frames_sent = 0  # video frames of this connection
+        self._bytes = 0
+
+    # -- Sink ---------------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._renderer is None:  # kept across reconnects: the picture keeps its history
+            self._renderer = ScrollingSpectrogram(self.video, self.visible_seconds)
+        self._watchdog.arm()
+        with self._watchdog.guard("connect"):
+            try:
+                container = av.open(
+                    self.url, "w", format="flv", container_options={"flvflags": "no_duration_filesize"}
+                )
+            except (OSError, av.error.FFmpegError) as error:
+                raise SinkError(f"{self.name}: cannot connect ({type(error).__name__}, errno {getattr(error, 'errno', '?')})") from None
+            self._bytes = 0
+            video = container.add_stream("libx264", rate=self.video.fps)
+            video.width, video.height, video.pix_fmt = self.video.width, self.video.height, "yuv420p"
+            video.bit_rate = self.video_bitrate_kbps * 1000
+            video.codec_context.gop_size = self.gop_frames
+            kbps = self.video_bitrate_kbps
+            video.codec_context.options = {
+                "preset": self.preset,
+                "tune": "zerolatency",  # no B-frames, no lookahead: frames leave at once
+                "x264-params": f"keyint={self.gop_frames}:min-keyint={self.gop_frames}:scenecut=0"
+                f":vbv-maxrate={kbps}:vbv-bufsize={kbps}",
+            }
+            audio = container.add_stream("aac", rate=self.sample_rate_hz, layout="stereo")
+            audio.bit_rate = self.audio_bitrate_kbps * 1000
+            try:
+                container.start_encoding()  # RTMP connect + publish happen here
+            except (OSError, av.error.FFmpegError) as error:
+                with contextlib.suppress(Exception):
+                    container.close()
+                raise SinkError(f"{self.name}: server refused the stream ({type(error).__name__}, errno {getattr(error, 'errno', '?')})") from None
+        self._container, self._audio, self._video = container, audio, video
+        self._samples_sent = self._frames_sent = 0
+
+    def write(self, block: AudioBlock) -> int:
+        if self._container is None:
+            raise SinkError(f"{self.name}: not connected")
+        assert self._audio is not None and self._video is not None and self._renderer is not None
+        before = self._bytes
+        with self._watchdog.guard("write"):
+            try:
+                self._write(block)
+            except av.error.FFmpegError as error:
+                raise SinkError(f"{self.name}: send failed ({type(error).__name__}, errno {getattr(error, 'errno', '?')})") from None
+        return self._bytes - before
+
+    def close(self) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        with contextlib.suppress(Exception), self._watchdog.guard("close"):
+            for stream in (self._video, self._audio):
+                assert stream is not None
+                for packet in stream.encode(None):
+                    container.mux(packet)
+        with contextlib.suppress(Exception), self._watchdog.guard("close"):
+            container.close()
+        self._watchdog.disarm()
+
+    # -- encoding -------------------------------------------------------------------------------
+    def _write(self, block: AudioBlock) -> None:
+        assert self._container is not None and self._audio is not None and self._video is not None
+        assert self._renderer is not None
+        rate = self.sample_rate_hz
+        for frame in self._audio_frames(block):
+            frame.pts, frame.time_base = self._samples_sent, Fraction(1, rate)
+            self._samples_sent += frame.samples
+            self._mux(self._audio.encode(frame))
+        # every video frame the audio has now reached, each showing its own moment of the clip
+        fps = self.video.fps
+        block_start_seconds = (self._samples_sent / rate) - block.duration_seconds
+        while self._frames_sent < self._samples_sent * fps // rate:
+            t = self._frames_sent / fps
+            offset = block.now_playing.offset_seconds + max(0.0, t - block_start_seconds)
+            picture = self._renderer.render(block.now_playing, offset)
+            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+            frame.pts, frame.time_base = self._frames_sent, Fraction(1, fps)
+            self._frames_sent += 1
+            self._mux(self._video.encode(frame))
+
+    def _audio_frames(self, block: AudioBlock) -> list[av.AudioFrame]:
+        samples = block.samples if block.samples.shape[0] == 2 else np.repeat(block.samples[:1], 2, axis=0)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="fltp", layout="stereo")
+        frame.sample_rate = block.sample_rate_hz
+        if block.sample_rate_hz == self.sample_rate_hz:
+            return [frame]
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self.sample_rate_hz)
+        return list(self._resampler.resample(frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        assert self._container is not None
+        for packet in packets:
+            self._bytes += packet.size
+            self._container.mux(packet)
+
+
+RTMP_OPTIONS = (
+    "url", "width", "height", "fps", "video_bitrate_kbps", "audio_bitrate_kbps", "keyframe_seconds",
+    "preset", "visible_seconds", "timeout_seconds",
+)  # fmt: skip
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
+
+
+def rtmp_sink_from_spec(spec: OutputSpec) -> RtmpSink:
+    """The factory for ``{type: rtmp, url: "rtmp://host/live/${STREAM_KEY}", width: 1280, height: 720, fps: 30}``."""
+    o = OutputOptions("rtmp", spec.options, RTMP_OPTIONS)
+    url = o.text("url", example='"rtmp://a.rtmp.youtube.com/live2/${STREAM_KEY}"')
+    assert url is not None
+    try:
+        return RtmpSink(
+            url,
+            width=o.number("width", 1280, minimum=64, integer=True),
+            height=o.number("height", 720, minimum=64, integer=True),
+            fps=o.number("fps", 30, minimum=1, integer=True),
+            video_bitrate_kbps=o.number("video_bitrate_kbps", 2500, minimum=100, integer=True),
+            audio_bitrate_kbps=o.number("audio_bitrate_kbps", 128, minimum=32, integer=True),
+            keyframe_seconds=o.number("keyframe_seconds", 2.0),
+            preset=o.choice("preset", "veryfast", X264_PRESETS) or "veryfast",
+            visible_seconds=o.number("visible_seconds", 10.24),
+            timeout_seconds=o.number("timeout_seconds", 10.0),
+        )
+    except SinkError as error:
+        raise ValueError(str(error)) from None
