@@ -1,0 +1,460 @@
+"""The riff pipeline: Riffusion's img2img interpolation on diffusers components.
+
+A riff is a point ``alpha`` on the way from a start to an end (prompt, seed, knobs). For each
+request the engine runs the numbered steps of :meth:`RiffEngine._run_batch`:
+
+1. interpolate the knobs: guidance scale and denoising strength (:func:`mix`);
+2. text embeddings of both prompts (cached per prompt string), lerped (:func:`lerp`);
+3. init latents: the seed image VAE-encoded (cached per image), its latent distribution
+   sampled with a generator seeded with the start seed, times the VAE scaling factor;
+4. noise: generators seeded with the start and the end seed, combined by :func:`slerp`;
+5. timesteps: the scheduler's schedule cut by the strength, as Riffusion's img2img does;
+6. the init latents noised to the first timestep;
+7. the denoising loop, with classifier-free guidance and the optional mask blend;
+8. VAE decode to a 512×512 RGB spectrogram image.
+
+It follows Riffusion's ``RiffusionPipeline.riffuse`` operation for operation, so the same
+request on the same device and dtype gives the same pixels. Several requests with the same
+schedule share one UNet batch (throughput for the station's lookahead); on running out of
+GPU memory a batch is split in halves and the engine remembers the size that fit.
+
+The engine is not thread-safe: one producer calls it (the scheduler keeps per-run state).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import numpy as np
+
+from riffradio.engine.interpolation import lerp, mix, slerp
+from riffradio.engine.loading import DEFAULT_MODEL, LoadedModel, is_out_of_memory, load_model, out_of_memory_message
+from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.errors import RiffradioError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+KeyT = TypeVar("KeyT", bound=Hashable)
+ValueT = TypeVar("ValueT")
+
+TIMING_KEYS: tuple[str, ...] = ("text", "vae_encode", "unet", "vae_decode", "other")
+
+
+class LruCache(Generic[KeyT, ValueT]):
+    """A bounded least-recently-used cache that counts its hits and misses."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("cache capacity must be at least 1")
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[KeyT, ValueT] = OrderedDict()
+
+    def get_or_create(self, key: KeyT, create: Callable[[], ValueT]) -> ValueT:
+        """The cached value for ``key``, or ``create()``'s, stored (evicting the oldest)."""
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        value = create()
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class _Stopwatch:
+    """Adds wall time to named stages; waits for the device first so GPU work is counted."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.seconds = dict.fromkeys(TIMING_KEYS, 0.0)
+        self._device = device
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap to ``stage``."""
+        _synchronize(self._device)
+        now = time.perf_counter()
+        self.seconds[stage] += now - self._last
+        self._last = now
+
+
+def _synchronize(device: torch.device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One request with its images resolved and its knobs interpolated (step 1)."""
+
+    request: RiffRequest
+    guidance_scale: float
+    strength: float
+    init_image: Image.Image
+    mask_image: Image.Image | None
+
+
+def preprocess_image(image: Image.Image) -> torch.Tensor:
+    """An RGB image as a (1, 3, H, W) float32 tensor in [-1, 1], H and W cut to multiples of 32."""
+    import torch
+    from PIL import Image as PILImage
+
+    width, height = (size - size % 32 for size in image.size)
+    image = image.convert("RGB").resize((width, height), resample=PILImage.LANCZOS)
+    array = np.asarray(image).astype(np.float32) / 255.0
+    return 2.0 * torch.from_numpy(array[None].transpose(0, 3, 1, 2)) - 1.0
+
+
+def preprocess_mask(mask: Image.Image, scale_factor: int = 8) -> torch.Tensor:
+    """A mask image as a (1, 4, H/8, W/8) float32 latent mask: 1 keeps the seed, 0 repaints.
+
+    White pixels of the image are repainted, black ones keep the seed image (luminance, nearest
+    neighbour down to the latent grid, as Riffusion does).
+    """
+    import torch
+    from PIL import Image as PILImage
+
+    width, height = (size - size % 32 for size in mask.size)
+    mask = mask.convert("L").resize((width // scale_factor, height // scale_factor), resample=PILImage.NEAREST)
+    array = np.asarray(mask).astype(np.float32) / 255.0
+    return torch.from_numpy(1 - np.tile(array, (4, 1, 1))[None])
+
+
+class RiffEngine:
+    """Makes spectrogram images from :class:`RiffRequest` s with a loaded SD 1.5 model.
+
+    Build one with :meth:`load`. Attributes a caller may change:
+
+    Attributes:
+        max_batch_size: most requests in one UNet batch (CUDA: 4, else 1, where batching gains
+            nothing); lowered automatically when a batch runs out of memory.
+        detailed_timings: charge only the UNet's forward calls to ``"unet"`` and the scheduler
+            and guidance arithmetic to ``"other"``. This waits for the device at every step,
+            so it is on by default only on the CPU, where waiting costs nothing; off, ``"unet"``
+            is the whole denoising loop.
+        text_cache, init_cache, mask_cache: the LRU caches (text embeddings per prompt string,
+            VAE latent distributions per seed image, latent masks per mask image).
+    """
+
+    def __init__(self, model: LoadedModel, cache_size: int = 64, max_batch_size: int | None = None) -> None:
+        """Wrap loaded components; ``cache_size`` bounds each cache (a latent is 64 KB, an embedding 236 KB)."""
+        self._model = model
+        self.max_batch_size = max_batch_size or (4 if model.device.type == "cuda" else 1)
+        self.detailed_timings = model.device.type == "cpu"
+        self.text_cache: LruCache[str, torch.Tensor] = LruCache(cache_size)
+        self.init_cache: LruCache[Hashable, Any] = LruCache(cache_size)
+        self.mask_cache: LruCache[Hashable, torch.Tensor] = LruCache(cache_size)
+
+    @classmethod
+    def load(
+        cls,
+        model: str = DEFAULT_MODEL,
+        device: str = "auto",
+        dtype: str | None = None,
+        scheduler: str | None = None,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> RiffEngine:
+        """Load a model (hub id or local diffusers directory) and wrap it in an engine.
+
+        Args:
+            model: hub id (default ``riffusion/riffusion-model-v1``) or local diffusers directory.
+            device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+            dtype: ``float32``, ``float16`` or ``bfloat16``; ``None``: float16 on CUDA, float32
+                elsewhere.
+            scheduler: ``None`` keeps the checkpoint's (PNDM for Riffusion); ``"dpm++"``,
+                ``"ddim"``, ``"euler"`` or ``"pndm"`` replace it, keeping its betas.
+            compile: ``torch.compile`` the UNet.
+            channels_last: NHWC memory format for the UNet and VAE.
+
+        Raises:
+            RiffradioError: one line: missing weights, not a model directory, no such device.
+        """
+        return cls(load_model(model, device, dtype, scheduler, compile, channels_last))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model runs."""
+        return self._model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The model's weight dtype."""
+        return self._model.dtype
+
+    @property
+    def model(self) -> LoadedModel:
+        """The loaded components (tokenizer, text encoder, UNet, VAE, scheduler)."""
+        return self._model
+
+    def riff(self, request: RiffRequest) -> RiffResult:
+        """Run one riff; see :meth:`riff_batch`."""
+        return self.riff_batch([request])[0]
+
+    def riff_batch(self, requests: Sequence[RiffRequest]) -> list[RiffResult]:
+        """Run several riffs, sharing UNet batches between requests with the same schedule.
+
+        Returns:
+            One result per request, in order. Each result's ``timings_seconds`` holds its share
+            of its batch's stage times (the batch's time divided by its size).
+
+        Raises:
+            RiffradioError: an invalid request, an image that cannot be loaded, or out of memory
+                even for a single riff.
+        """
+        import torch
+
+        results: list[RiffResult | None] = [None] * len(requests)
+        started = time.perf_counter()
+        prepared = [self._prepare(request) for request in requests]
+        prepare_seconds = (time.perf_counter() - started) / max(len(requests), 1)
+        groups: dict[Hashable, list[int]] = {}
+        for index, item in enumerate(prepared):
+            groups.setdefault(self._batch_key(item), []).append(index)
+        with torch.inference_mode():
+            for indices in groups.values():
+                for chunk_start in range(0, len(indices), self.max_batch_size):
+                    chunk = indices[chunk_start : chunk_start + self.max_batch_size]
+                    for index, result in zip(chunk, self._run_splitting([prepared[i] for i in chunk])):
+                        result.timings_seconds["other"] += prepare_seconds
+                        results[index] = result
+        return [result for result in results if result is not None]
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _prepare(self, request: RiffRequest) -> _Prepared:
+        """Step 1: validate, load the images, interpolate guidance and strength."""
+        _validate(request)
+        mask_image = None if request.mask_image is None else _load_image(request.mask_image)
+        return _Prepared(
+            request=request,
+            guidance_scale=mix(request.start_guidance, request.end_guidance, request.alpha),
+            strength=mix(request.start_denoising, request.end_denoising, request.alpha),
+            init_image=_load_image(request.seed_image),
+            mask_image=mask_image,
+        )
+
+    def _batch_key(self, item: _Prepared) -> Hashable:
+        """Requests share a UNet batch when their schedule, guidance mode and shapes agree."""
+        steps = item.request.num_inference_steps
+        return (
+            steps,
+            int(steps * item.strength),
+            item.guidance_scale > 1.0,
+            item.mask_image is not None,
+            item.init_image.size,
+        )
+
+    def _run_splitting(self, batch: list[_Prepared]) -> list[RiffResult]:
+        """Run a batch; on out-of-memory halve it (and remember the size) until one riff fails."""
+        import torch
+
+        try:
+            return self._run_batch(batch)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+            if not is_out_of_memory(error):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise RiffradioError(
+                    out_of_memory_message(self.device, "making a riff", 1, self.dtype)
+                ) from None
+            half = len(batch) // 2
+            self.max_batch_size = max(1, half)
+            return self._run_splitting(batch[:half]) + self._run_splitting(batch[half:])
+
+    def _embed_text(self, text: str) -> torch.Tensor:
+        """CLIP embedding (1, 77, D) of one prompt, padded to the tokenizer's length."""
+        tokenizer, text_encoder = self._model.tokenizer, self._model.text_encoder
+        tokens = tokenizer(
+            text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        )
+        return text_encoder(tokens.input_ids.to(self.device))[0]
+
+    def _generator(self, seed: int) -> torch.Generator:
+        """A generator seeded like Riffusion's: on the device, on the CPU for MPS."""
+        import torch
+
+        device = "cpu" if self.device.type == "mps" else self.device
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def _encode_image(self, image: Image.Image) -> Any:
+        """The VAE's latent distribution of an image (sampled per request, so it can be cached)."""
+        pixels = preprocess_image(image).to(device=self.device, dtype=self.dtype)
+        return self._model.vae.encode(pixels).latent_dist
+
+    def _run_batch(self, batch: list[_Prepared]) -> list[RiffResult]:
+        """Steps 2–8 for requests that share a schedule (see the module docstring)."""
+        import torch
+        from diffusers.utils.torch_utils import randn_tensor
+
+        model, device, dtype = self._model, self.device, self.dtype
+        unet, vae, scheduler = model.unet, model.vae, model.scheduler
+        requests = [item.request for item in batch]
+        watch = _Stopwatch(device)
+
+        # 2. Text embeddings, cached per prompt string; the prompt embedding is lerped.
+        def embed(text: str) -> torch.Tensor:
+            return self.text_cache.get_or_create(text, lambda: self._embed_text(text))
+
+        guided = batch[0].guidance_scale > 1.0
+        texts = [lerp(embed(r.start_prompt), embed(r.end_prompt), r.alpha) for r in requests]
+        if guided:  # [unconditional..., conditional...]: one UNet call for both halves
+            texts = [embed(r.negative_prompt) for r in requests] + texts
+        text_embeddings = torch.cat(texts)
+        watch.lap("text")
+
+        # 3. Init latents: the image's latent distribution (cached), sampled with the start seed.
+        init_latents = []
+        for item in batch:
+            distribution = self.init_cache.get_or_create(item.request.seed_image, lambda: self._encode_image(item.init_image))
+            sample = distribution.sample(generator=self._generator(item.request.start_seed))
+            init_latents.append(vae.config.scaling_factor * sample)
+        init_latents_orig = torch.cat(init_latents)
+        watch.lap("vae_encode")
+
+        # 4. Noise: one tensor per seed, slerped (generators seeded afresh, as Riffusion does).
+        shape = (1, *init_latents_orig.shape[1:])
+        noise = torch.cat(
+            [
+                slerp(
+                    randn_tensor(shape, generator=self._generator(r.start_seed), device=device, dtype=dtype),
+                    randn_tensor(shape, generator=self._generator(r.end_seed), device=device, dtype=dtype),
+                    r.alpha,
+                )
+                for r in requests
+            ]
+        )
+        mask = None
+        if batch[0].mask_image is not None:
+            masks = [
+                self.mask_cache.get_or_create(item.request.mask_image, lambda: preprocess_mask(item.mask_image))
+                for item in batch
+            ]
+            mask = torch.cat(masks).to(device=device, dtype=dtype)
+
+        # 5. Timesteps: Riffusion's img2img cut. With its checkpoint (PNDM, steps_offset 1) and
+        # 50 steps at strength 0.75 this is 38 UNet calls starting at timesteps[13].
+        steps = requests[0].num_inference_steps
+        scheduler.set_timesteps(steps)
+        offset = scheduler.config.get("steps_offset", 0)
+        init_timestep = min(int(steps * batch[0].strength) + offset, steps)
+        t_start = max(steps - init_timestep + offset, 0)
+        timesteps = scheduler.timesteps[t_start:].to(device)
+        if len(timesteps) == 0:
+            raise RiffradioError(
+                f"denoising {batch[0].strength:g} with {steps} steps runs no denoising step: raise the steps or"
+                " the denoising strength"
+            )
+        if hasattr(scheduler, "set_begin_index"):  # sigma-indexed schedulers start mid-schedule
+            scheduler.set_begin_index(t_start)
+
+        # 6. Noise the init latents to the first timestep of the loop.
+        latents = scheduler.add_noise(init_latents_orig, noise, timesteps[:1].repeat(len(batch)))
+        extra_step_kwargs = {"eta": 0.0} if "eta" in _step_parameters(scheduler) else {}
+        watch.lap("other")
+
+        # 7. Denoising loop with classifier-free guidance and the optional mask blend.
+        scales = [item.guidance_scale for item in batch]
+        for t in timesteps:
+            latent_model_input = torch.cat([latents] * 2) if guided else latents
+            latent_model_input = scheduler.scale_model_input(latent_model_input, t)
+            noise_pred = unet(latent_model_input, t, encoder_hidden_states=text_embeddings).sample
+            if self.detailed_timings:
+                watch.lap("unet")
+            if guided:
+                noise_pred = _guide(noise_pred, scales)
+            latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
+            if mask is not None:  # Riffusion blends with the seed noised to the current t
+                init_latents_proper = scheduler.add_noise(init_latents_orig, noise, t.reshape(1))
+                latents = (init_latents_proper * mask) + (latents * (1 - mask))
+            if self.detailed_timings:
+                watch.lap("other")
+        watch.lap("unet")
+
+        # 8. VAE decode (Riffusion multiplies by 1/scale) and 8-bit RGB pixels.
+        decoded = vae.decode(1.0 / vae.config.scaling_factor * latents).sample
+        decoded = (decoded / 2 + 0.5).clamp(0, 1)
+        pixels = (decoded * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        watch.lap("vae_decode")
+
+        from PIL import Image as PILImage
+
+        images = [PILImage.fromarray(array, mode="RGB") for array in pixels]
+        watch.lap("other")
+        share = {stage: seconds / len(batch) for stage, seconds in watch.seconds.items()}
+        return [
+            RiffResult(request=r, image=image, latents=latents[i : i + 1], timings_seconds=dict(share))
+            for i, (r, image) in enumerate(zip(requests, images))
+        ]
+
+
+def _guide(noise_pred: torch.Tensor, scales: list[float]) -> torch.Tensor:
+    """Classifier-free guidance ``uncond + g * (text - uncond)`` with each request's own ``g``."""
+    import torch
+
+    noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+    if len(set(scales)) == 1:
+        return noise_pred_uncond + scales[0] * (noise_pred_text - noise_pred_uncond)
+    # A Python float per request keeps each result identical to an unbatched run.
+    return torch.cat(
+        [
+            noise_pred_uncond[i : i + 1] + scale * (noise_pred_text[i : i + 1] - noise_pred_uncond[i : i + 1])
+            for i, scale in enumerate(scales)
+        ]
+    )
+
+
+def _step_parameters(scheduler: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(scheduler.step).parameters)
+
+
+def _load_image(reference: str) -> Image.Image:
+    """A seed or mask image from its reference (bundled name, file path or synthesis spec).
+
+    ``load_seed_image`` caches per reference, so the engine's caches key on the reference too.
+    """
+    from riffradio.spectrogram.seeds import load_seed_image
+
+    return load_seed_image(reference).convert("RGB")
+
+
+def _validate(request: RiffRequest) -> None:
+    """Raise a one-line error for knobs outside what the maths accepts."""
+    problems = []
+    if not 0.0 <= request.alpha <= 1.0:
+        problems.append(f"alpha {request.alpha:g} is outside [0, 1]")
+    for name in ("start_denoising", "end_denoising"):
+        value = getattr(request, name)
+        if not 0.0 < value <= 1.0:
+            problems.append(f"{name} {value:g} is outside (0, 1]")
+    for name in ("start_guidance", "end_guidance"):
+        value = getattr(request, name)
+        if not value >= 0.0:
+            problems.append(f"{name} {value:g} is negative")
+    if request.num_inference_steps < 1:
+        problems.append(f"num_inference_steps {request.num_inference_steps} is below 1")
+    if problems:
+        raise RiffradioError(f"invalid riff request for {request.title!r}: " + "; ".join(problems))
