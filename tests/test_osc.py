@@ -39,7 +39,7 @@ class StateStation:
 
     def nowplaying(self) -> dict[str, Any]:
         snap = self.state.snapshot()
-        return {"title": snap.live_prompt or f"riff {snap.riff_index}", "riff_index": snap.riff_index}
+        return {"now": {"title": snap.live_prompt or f"riff {snap.riff_index}"}, "state_version": snap.version}
 
     def accepted(self, outcome: str = "accepted") -> float:
         value = self.metrics.registry.get_sample_value("riffradio_osc_messages_total", {"outcome": outcome})
@@ -196,7 +196,8 @@ def test_state_answers_the_sender_and_a_reply_port() -> None:
 
             document = json.loads(reply["/riffradio/state"][0])
             assert document["state"]["live_prompt"] == "jazzy lofi hip hop"
-            assert document["nowplaying"]["title"] == "jazzy lofi hip hop"
+            assert document["nowplaying"]["now"]["title"] == "jazzy lofi hip hop"
+            assert reply["/riffradio/nowplaying"] == ["jazzy lofi hip hop"]
             # oscsend exits at once, so it names the port to answer on (at its own address)
             await oscsend(server.address[1], "/riffradio/state", "i", str(sock.getsockname()[1]))
             assert dict(await receive(sock))["/riffradio/volume"] == [0.5]

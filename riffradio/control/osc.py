@@ -42,6 +42,7 @@ from pythonosc.parsing import osc_types
 from riffradio.errors import RiffradioError
 from riffradio.metrics import StationMetrics
 from riffradio.station.state import StateSnapshot, StationState
+from riffradio.station.types import AudioBlock
 
 log = logging.getLogger(__name__)
 
@@ -267,10 +268,22 @@ def state_fields(snapshot: StateSnapshot) -> list[tuple[str, Any]]:
     return [(name, value) for name, value in fields if value is not None]
 
 
+def now_title(nowplaying: dict[str, Any]) -> str | None:
+    """The title on air in the station's now-playing document (``now.title``), if any."""
+    now = nowplaying.get("now")
+    title = now.get("title") if isinstance(now, dict) else None
+    return title if isinstance(title, str) else None
+
+
 def state_bundle(snapshot: StateSnapshot, nowplaying: dict[str, Any]) -> bytes:
-    """The answer to ``/riffradio/state``: one bundle of field messages plus the whole state as JSON."""
+    """The answer to ``/riffradio/state``: one bundle of field messages, the title on air and
+    the whole state as JSON."""
     bundle = OscBundleBuilder(IMMEDIATELY)
-    for name, value in state_fields(snapshot):
+    fields = state_fields(snapshot)
+    title = now_title(nowplaying)
+    if title is not None:
+        fields.append(("nowplaying", title))
+    for name, value in fields:
         bundle.add_content(OscMessage(field_message(name, value)))
     document: dict[str, Any] = {"state": dataclasses.asdict(snapshot), "nowplaying": nowplaying}
     text = json.dumps(document, default=str, ensure_ascii=False)
@@ -424,6 +437,8 @@ class OscServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self._unsubscribe_state: Callable[[], None] | None = None
+        self._title_on_air: str | None = None
+        self._closed = False
         self.address: tuple[str, int] = ("", 0)
         self.counts: collections.Counter[str] = collections.Counter()
         self.rejection_log = RateLimitedLog(log)
@@ -472,6 +487,7 @@ class OscServer:
 
     async def close(self) -> None:
         """Stop listening and echoing; log what the rate limit still holds."""
+        self._closed = True
         if self._unsubscribe_state is not None:
             self._unsubscribe_state()
             self._unsubscribe_state = None
@@ -584,12 +600,19 @@ class OscServer:
     def _on_state_change(self, name: str, value: Any) -> None:
         # Setters may run on any thread (HTTP, reload); sending happens on the loop.
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or loop.is_closed() or self._closed:
             return
         try:
             loop.call_soon_threadsafe(self._echo, name, value)
         except RuntimeError:  # the loop closed in between
             pass
+
+    def on_block(self, block: AudioBlock) -> None:
+        """Audio clock listener: echo ``/riffradio/nowplaying s TITLE`` when another clip is heard."""
+        title = block.now_playing.title
+        if title != self._title_on_air and not self._closed:
+            self._title_on_air = title
+            self._on_state_change("nowplaying", title)
 
     def _echo(self, name: str, value: Any) -> None:
         if not self._subscribers:
@@ -608,4 +631,7 @@ async def serve_osc(config: OscConfigLike, station: StationView) -> OscServer:
     """
     server = OscServer(station, list(getattr(config, "allow", None) or ()))
     await server._start(str(config.host), int(config.port))
+    add_block_listener = getattr(station, "add_block_listener", None)
+    if add_block_listener is not None:  # a running Station: subscribers follow the title on air
+        add_block_listener(server.on_block)
     return server
