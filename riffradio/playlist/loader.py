@@ -156,7 +156,8 @@ class _Reader:
     # -- typed fields --------------------------------------------------------------------------
     def string(self, node: yaml.Node, name: str, allow_empty: bool = False) -> str | None:
         value = self.scalar(node)
-        if value.value is None or value.text is None:
+        expanded = isinstance(node, yaml.ScalarNode) and "${" in str(node.value)
+        if value.text is None or (value.value is None and not expanded):
             self.error(node, f"{name} must be a string, got {_describe(value.value)}")
             return None
         text = value.text  # as written: 'prompt: 1999' and 'password: "0123"' stay what they say

@@ -188,6 +188,13 @@ class StationState:
         seconds = float(_check_number("crossfade", seconds, float, *CROSSFADE_SECONDS_RANGE))
         self._update("crossfade", seconds, replans=False, crossfade_seconds=seconds)
 
+    def set_riff_count(self, count: int) -> None:
+        """The playlist was reloaded with ``count`` riffs (``goto`` accepts 0 … count-1 from now on)."""
+        with self._lock:
+            self._riff_count = max(1, int(count))
+            if self._snapshot.riff_index >= self._riff_count:
+                self._snapshot = replace(self._snapshot, riff_index=0)
+
     def advance_riff(self, index: int) -> None:
         """The plan moved on to ``index`` by itself: record it without a re-plan or a jump."""
         with self._lock:

@@ -1,0 +1,195 @@
+"""CLI: ``check`` (validate a playlist), ``play`` (the station in real time), ``render`` (offline)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from riffradio.errors import RiffradioError
+
+log = logging.getLogger(__name__)
+
+
+def _load(path: str) -> Any:
+    """The checked playlist, or every error on stderr and a one-line RiffradioError."""
+    from riffradio.playlist.loader import check_playlist
+
+    playlist, errors = check_playlist(path)
+    if errors or playlist is None:
+        for error in errors[:-1]:
+            print(error, file=sys.stderr)
+        raise RiffradioError(errors[-1] if errors else f"{path}: cannot be read")
+    return playlist
+
+
+def _check(args: argparse.Namespace) -> int:
+    from riffradio.playlist.loader import check_playlist
+
+    failed = 0
+    for path in args.playlists:
+        playlist, errors = check_playlist(path)
+        for error in errors:
+            print(error)
+        if errors or playlist is None:
+            failed += 1
+            print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        else:
+            outputs = ", ".join(o.type for o in playlist.outputs) or "none"
+            print(f"{path}: ok ({len(playlist.riffs)} riffs, outputs: {outputs})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _exit_hard_if_busy(code: int) -> int:
+    """Leave at once when a riff is still running in a worker thread (a slow CPU can take minutes).
+
+    Everything that matters is closed by now: recordings finalised, outputs closed.
+    """
+    busy = [t for t in threading.enumerate() if t.name == "riffradio generate" and t.is_alive()]
+    if busy:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, station: Any) -> None:
+    """SIGINT/SIGTERM stop the station cleanly; a second one leaves at once."""
+    received: list[int] = []
+
+    def on_signal(number: int) -> None:
+        received.append(number)
+        if len(received) > 1:
+            log.warning("second %s: leaving now", signal.Signals(number).name)
+            logging.shutdown()
+            os._exit(1)
+        log.info("%s: stopping (finishing the block, finalising recordings)", signal.Signals(number).name)
+        station.stop()
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+
+
+async def _serve(station: Any, seconds: float | None, playlist_path: str | None) -> None:
+    """Run ``station`` with signal handling and, when available, systemd notify and hot reload."""
+    loop = asyncio.get_running_loop()
+    _install_signals(loop, station)
+    notifier = reloader = None
+    if playlist_path is not None:
+        try:
+            from riffradio.control.reload import PlaylistReloader
+            from riffradio.control.systemd import Notifier, Watchdog
+        except ModuleNotFoundError:  # the operations stage is not installed: plain play
+            pass
+        else:
+            notifier = Notifier()
+            watchdog = Watchdog(notifier)
+            station.add_block_listener(lambda block: watchdog.pet())
+            station.add_on_air_listener(lambda: notifier.ready(f"on air: {station.playlist.station.name}"))
+            reloader = PlaylistReloader(station, Path(playlist_path), notifier=notifier)
+            await reloader.start()
+    try:
+        await station.run(seconds)
+    finally:
+        if notifier is not None:
+            notifier.stopping()
+        if reloader is not None:
+            await reloader.close()
+
+
+def _play(args: argparse.Namespace) -> int:
+    from riffradio.station.station import Station
+
+    playlist = _load(args.playlist)
+    if args.seconds is not None and args.seconds <= 0:
+        raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
+    station = Station(playlist, model=args.model, device=args.device)
+    asyncio.run(_serve(station, args.seconds, args.playlist))
+    return _exit_hard_if_busy(0)
+
+
+class ProgressBar:
+    """``render [#####.....] 12.3/30.0 s  2.1x real time`` on stderr (a line per 10 % when not a tty)."""
+
+    def __init__(self, total_seconds: float, stream: Any = None, width: int = 30) -> None:
+        self.total = total_seconds
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.started = time.monotonic()
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_draw = 0.0
+        self._last_decile = -1
+
+    def update(self, done_seconds: float) -> None:
+        now = time.monotonic()
+        fraction = min(1.0, done_seconds / self.total) if self.total > 0 else 1.0
+        decile = int(fraction * 10)
+        if self.tty and now - self._last_draw < 0.2 and fraction < 1.0:
+            return
+        if not self.tty and decile == self._last_decile:
+            return
+        self._last_draw, self._last_decile = now, decile
+        filled = int(fraction * self.width)
+        speed = done_seconds / max(now - self.started, 1e-6)
+        line = f"render [{'#' * filled}{'.' * (self.width - filled)}] {done_seconds:6.1f}/{self.total:.1f} s  {speed:4.2f}x real time"
+        self.stream.write(("\r" + line) if self.tty else (line + "\n"))
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _render(args: argparse.Namespace) -> int:
+    from riffradio.sinks.file import FileSink, cue_path_for
+    from riffradio.station.station import Station
+
+    playlist = _load(args.playlist)
+    if args.seconds <= 0:
+        raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
+    out = Path(args.output)
+    try:
+        sink = FileSink(out, cue_path=cue_path_for(out), overwrite=True)
+    except ValueError as error:
+        raise RiffradioError(f"-o {out}: {error}") from None
+    station = Station(playlist, model=args.model, device=args.device, sinks=[sink], realtime=False, control=False)
+    progress = ProgressBar(args.seconds)
+    station.add_block_listener(lambda block: progress.update((block.start_frame + block.frames) / block.sample_rate_hz))
+    asyncio.run(_serve(station, args.seconds, None))
+    progress.finish()
+    failed = [status for status in station.fanout_statuses() if status.last_error]
+    if failed:
+        raise RiffradioError(f"{out}: {failed[0].last_error}")
+    print(f"{out}: {station.seconds_played:.2f} s rendered, cue sheet {cue_path_for(out)}", file=sys.stderr)
+    return _exit_hard_if_busy(0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    check = subparsers.add_parser("check", help="validate playlists; print every error as file:line:column")
+    check.add_argument("playlists", nargs="+", metavar="PLAYLIST", help="YAML playlist file(s)")
+    check.set_defaults(handler=_check)
+
+    model_help = "hub id or local diffusers directory (default: the playlist's station.model)"
+    play = subparsers.add_parser("play", help="run the station in real time")
+    play.add_argument("playlist", metavar="PLAYLIST", help="YAML playlist file")
+    play.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)
+    play.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the playlist's)")
+    play.add_argument("--seconds", type=float, default=None, metavar="N", help="stop cleanly after N seconds of audio")
+    play.set_defaults(handler=_play)
+
+    render = subparsers.add_parser("render", help="render the station offline to a file, as fast as possible")
+    render.add_argument("playlist", metavar="PLAYLIST", help="YAML playlist file")
+    render.add_argument("--seconds", type=float, required=True, metavar="N", help="seconds of audio to render")
+    render.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .flac, .wav or .ogg")
+    render.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)
+    render.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the playlist's)")
+    render.set_defaults(handler=_render)

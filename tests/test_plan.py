@@ -1,0 +1,158 @@
+"""The plan: endless, deterministic, a pure function of playlist, state and position."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riffradio.playlist import check_playlist_text
+from riffradio.playlist.model import Playlist
+from riffradio.station.plan import LOOP_SEED_STRIDE, START, plan_clips, plan_next
+from riffradio.station.state import StateSnapshot, StationState
+
+TEXT = """\
+station: {steps: 4}
+riffs:
+  - {prompt: jazzy lofi hip hop, seed: 42, to: church bells on sunday, to_seed: 43, clips: 4,
+     denoising: 0.6, to_denoising: 0.8, guidance: 7}
+  - {prompt: church bells on sunday, clips: 8}
+"""
+
+
+def _playlist(text: str = TEXT) -> Playlist:
+    playlist, errors = check_playlist_text(text, Path("plan.yaml"))
+    assert errors == [] and playlist is not None
+    return playlist
+
+
+def test_transition_then_seed_walk_then_loop() -> None:
+    playlist = _playlist()
+    clips = plan_clips(playlist, StateSnapshot(), 14)
+    requests = [clip.request for clip in clips]
+    assert [clip.index for clip in clips] == list(range(14))
+    # a transition: alpha moves by 1/clips from prompt/seed to to/to_seed
+    assert [r.alpha for r in requests[:4]] == [0.0, 0.25, 0.5, 0.75]
+    assert {(r.start_prompt, r.end_prompt, r.start_seed, r.end_seed) for r in requests[:4]} == {
+        ("jazzy lofi hip hop", "church bells on sunday", 42, 43)
+    }
+    assert (requests[0].start_denoising, requests[0].end_denoising) == (0.6, 0.8)
+    assert requests[0].num_inference_steps == 4
+    # a held prompt walks seeds like Riffusion's app: 43→44 in four steps, then 44→45
+    held = requests[4:12]
+    assert all(r.start_prompt == r.end_prompt == "church bells on sunday" for r in held)
+    assert [(r.start_seed, r.end_seed, r.alpha) for r in held] == [
+        (43, 44, 0.0), (43, 44, 0.25), (43, 44, 0.5), (43, 44, 0.75),
+        (44, 45, 0.0), (44, 45, 0.25), (44, 45, 0.5), (44, 45, 0.75),
+    ]  # fmt: skip
+    # the playlist loops, seeds moved on so it never repeats itself
+    assert requests[12].start_prompt == "jazzy lofi hip hop" and requests[12].alpha == 0.0
+    assert requests[12].start_seed == 42 + LOOP_SEED_STRIDE
+    assert clips[12].riff_index == 0
+
+
+def test_endless_and_deterministic() -> None:
+    playlist = _playlist()
+    first = plan_clips(playlist, StateSnapshot(), 500)
+    again = plan_clips(playlist, StateSnapshot(), 500)
+    assert first == again
+    # resuming from any position gives the same continuation: the producer can rewind
+    position = START
+    for _ in range(37):
+        _, position = plan_next(playlist, StateSnapshot(), position)
+    assert plan_clips(playlist, StateSnapshot(), 20, position) == first[37:57]
+
+
+def test_goto_next_hold_and_knobs_steer_the_plan() -> None:
+    playlist = _playlist()
+    state = StationState(len(playlist.riffs))
+    position = START
+    _, position = plan_next(playlist, state.snapshot(), position)
+    state.goto_riff(1)
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    assert clip.riff_index == 1 and clip.request.start_seed == 43 and clip.request.alpha == 0.0
+    state.set_knob("denoising", 0.3)
+    state.set_knob("steps", 9)
+    state.set_knob("guidance", 3)
+    state.set_seed_image("bpm=140.625")
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    request = clip.request
+    assert (request.start_denoising, request.end_denoising, request.num_inference_steps) == (0.3, 0.3, 9)
+    assert (request.start_guidance, request.seed_image) == (3.0, "bpm=140.625")
+    assert clip.state_version == state.snapshot().version
+    # hold: past the riff's 8 clips it keeps walking seeds instead of moving on
+    state.set_hold(True)
+    for _ in range(12):
+        clip, position = plan_next(playlist, state.snapshot(), position)
+        assert clip.riff_index == 1 and clip.request.start_prompt == "church bells on sunday"
+    state.set_hold(False)
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    assert clip.riff_index == 0  # released: on to the next riff (the loop)
+    state.advance_riff(position.riff_index)  # as the producer does after each plan
+    state.next_riff()
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    assert clip.riff_index == 1
+
+
+def test_live_prompt_transitions_from_what_plays_then_holds() -> None:
+    playlist = _playlist()
+    state = StationState(len(playlist.riffs))
+    position = START
+    for _ in range(3):  # jazz → bells at alpha 0.5: "what plays now" is nearer the bells
+        _, position = plan_next(playlist, state.snapshot(), position)
+    state.set_knob("clips", 2)
+    state.set_prompt("rainy night piano")
+    first, position = plan_next(playlist, state.snapshot(), position)
+    second, position = plan_next(playlist, state.snapshot(), position)
+    third, position = plan_next(playlist, state.snapshot(), position)
+    assert (first.request.start_prompt, first.request.end_prompt, first.request.alpha) == (
+        "church bells on sunday", "rainy night piano", 0.5,
+    )  # fmt: skip
+    assert first.request.start_seed == first.request.end_seed == 43
+    assert second.request.alpha == 1.0 and second.request.title == "rainy night piano"
+    assert third.request.start_prompt == third.request.end_prompt == "rainy night piano"
+    assert (third.request.start_seed, third.request.alpha) == (43, 0.25)  # walking on from the new prompt
+    assert first.live and third.live
+    # a live seed while live: a new transition to the same prompt at that seed
+    state.set_seed(7)
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    assert (clip.request.start_prompt, clip.request.end_prompt) == ("rainy night piano", "rainy night piano")
+    assert (clip.request.start_seed, clip.request.end_seed) == (43, 7)
+    # goto drops the live prompt and returns to the playlist
+    state.goto_riff(0)
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    assert clip.request.start_prompt == "jazzy lofi hip hop" and not clip.live
+
+
+def test_live_seed_replaces_playlist_seeds() -> None:
+    playlist = _playlist()
+    state = StationState(len(playlist.riffs))
+    state.set_seed(1000)
+    clip, _ = plan_next(playlist, state.snapshot(), START)
+    assert (clip.request.start_seed, clip.request.end_seed) == (1000, 1001)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    riffs=st.lists(
+        st.tuples(st.integers(0, 2**40), st.booleans(), st.integers(1, 6)), min_size=1, max_size=4
+    ),
+    count=st.integers(1, 60),
+)
+def test_any_playlist_plans_valid_requests(riffs: list[tuple[int, bool, int]], count: int) -> None:
+    lines = ["riffs:"]
+    for number, (seed, transition, clips) in enumerate(riffs):
+        to = f", to: prompt {number + 1}" if transition else ""
+        lines.append(f"  - {{prompt: prompt {number}, seed: {seed}, clips: {clips}{to}}}")
+    playlist = _playlist("\n".join(lines) + "\n")
+    planned = plan_clips(playlist, StateSnapshot(), count)
+    assert [clip.index for clip in planned] == list(range(count))
+    for clip in planned:
+        request = clip.request
+        assert 0.0 <= request.alpha < 1.0
+        assert 0 <= request.start_seed < 2**63 and 0 <= request.end_seed < 2**63
+        assert request.start_prompt == playlist.riffs[clip.riff_index].prompt
+    # the plan never depends on anything but its inputs
+    assert planned == plan_clips(replace(playlist), StateSnapshot(), count)
