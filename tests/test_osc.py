@@ -335,6 +335,51 @@ def test_binds_loopback_by_default_and_reports_a_busy_port() -> None:
     run(body)
 
 
+def test_a_failing_state_listener_is_counted_and_the_server_keeps_answering() -> None:
+    async def body() -> None:
+        station = StateStation()
+        server = await start(station)
+
+        def broken_listener(name: str, value: Any) -> None:
+            raise RuntimeError("listener bug")
+
+        unsubscribe = station.state.subscribe(broken_listener)
+        sock = udp_socket()
+        try:
+            await oscsend(server.address[1], "/riffradio/volume", "f", "0.5")
+            await wait_until(lambda: server.counts["error"] == 1, "the failure to be counted")
+            unsubscribe()
+            await asyncio.get_running_loop().sock_sendto(sock, message("/riffradio/state"), server.address)
+            assert dict(await receive(sock))["/riffradio/volume"] == [0.5]
+        finally:
+            sock.close()
+            await server.close()
+
+    run(body)
+
+
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_loopback_with_allow_list() -> None:
+    async def body() -> None:
+        station = StateStation()
+        try:
+            server = await serve_osc(OscConfig(host="::1", port=0, allow=["::1"]), station)
+        except RiffradioError as error:
+            pytest.skip(f"no IPv6 loopback here: {error}")
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.bind(("::1", 0))
+        sock.setblocking(False)
+        try:
+            await asyncio.get_running_loop().sock_sendto(sock, message("/riffradio/hold", ("i", 1)), server.address)
+            await asyncio.get_running_loop().sock_sendto(sock, message("/riffradio/state"), server.address)
+            assert dict(await receive(sock))["/riffradio/hold"] == [1]
+        finally:
+            sock.close()
+            await server.close()
+
+    run(body)
+
+
 def test_rate_limited_log_counts_what_it_does_not_write(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING)
     now = [0.0]
