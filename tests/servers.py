@@ -83,7 +83,8 @@ class _Daemon:
 
     def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+            # own process group: signals reach nginx's workers too, not only its master
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
     def _wait_ready(self, ready: Callable[[], object], timeout_seconds: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_seconds
@@ -108,35 +109,42 @@ class _Daemon:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:
+            pass
+
     def kill(self) -> None:
-        """SIGKILL: the server vanishes without a goodbye (what a crash looks like to a source)."""
+        """SIGKILL to the whole server (workers too): it vanishes without a goodbye, like a crash."""
         if self.running:
             assert self.process is not None
-            self.process.kill()
+            self._signal_group(signal.SIGKILL)
             self.process.wait(10)
 
     def pause(self) -> None:
-        """SIGSTOP: a hung server (connections stay open, nothing is read)."""
+        """SIGSTOP to the whole server: a hung server (connections stay open, nothing is read)."""
         if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGSTOP)
+            self._signal_group(signal.SIGSTOP)
 
     def resume(self) -> None:
         if self.running:
-            assert self.process is not None
-            self.process.send_signal(signal.SIGCONT)
+            self._signal_group(signal.SIGCONT)
 
     def stop(self) -> None:
         """SIGTERM (clean exit), SIGKILL if it does not go within 10 s."""
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGCONT)
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(10)
+        self._signal_group(signal.SIGKILL)  # anything of the group left behind (workers)
 
 
 # -- Icecast --------------------------------------------------------------------------------------

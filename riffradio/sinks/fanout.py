@@ -39,12 +39,12 @@ def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
 
     Args:
         text: an error message, possibly multi-line, possibly quoting a URL.
-        secrets: exact strings (stream keys, passwords) to replace with ``***``.
+        secrets: exact strings (stream keys, passwords) to replace with ``***`` (4 characters or more).
     """
     line = " ".join(str(text).split())
     line = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", line)
     for secret in secrets:
-        if secret:
+        if len(secret) >= 4:  # shorter strings would mask pieces of ordinary words
             line = line.replace(secret, "***")
     return line
 

@@ -94,7 +94,7 @@ class WriteWatchdog:
             self._busy_since = time.monotonic()
         try:
             yield
-        except (OSError, av.error.FFmpegError) as error:
+        except Exception as error:
             if self._fired:
                 raise SinkError(f"{self.name}: {what} made no progress for {self.timeout_seconds:g} s (server hung?)") from error
             raise
