@@ -1,0 +1,84 @@
+"""Speakers sink through sounddevice into a real PulseAudio null sink, recorded from its monitor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from riffradio.playlist.model import OutputSpec
+from riffradio.sinks.base import SinkError
+from riffradio.sinks.fanout import Fanout
+from riffradio.sinks.speakers import SpeakersSink, speakers_sink_from_spec
+from servers import (  # fixtures are imported by name; pytest finds them in this module
+    Music,
+    PulseServer,
+    match_audio,
+    music,
+    music_blocks,
+    play_realtime,
+    pulse_server,
+    rms,
+)
+
+
+@pytest.mark.slow
+def test_speakers_play_the_music_into_pulseaudio(pulse_server: PulseServer, music: Music) -> None:
+    blocks = music_blocks(music)[: int(6 * 44100 / 4096)]
+    recorder = pulse_server.record_monitor(rate_hz=16000)
+    try:
+        time.sleep(0.3)
+        fanout = Fanout([SpeakersSink(device="pulse", latency="low")])
+        fanout.start()
+        play_realtime(fanout.push, blocks)
+        fanout.close(timeout_seconds=6.0)
+        time.sleep(0.3)
+    finally:
+        recorder.terminate()
+        raw = recorder.stdout.read()
+        recorder.wait(10)
+    heard = np.frombuffer(raw, np.int16).astype(np.float32) / 32768
+    assert len(heard) > 5 * 16000
+    assert rms(heard) > 0.01  # not silence
+    # the recording is this music (skip the silence before playback started)
+    start = int(np.argmax(np.abs(heard) > 0.01))
+    offset, likeness = match_audio(heard[start:], 16000, music)
+    assert likeness > 0.8, (offset, likeness)
+    assert fanout.statuses()[0].blocks_dropped == 0
+
+
+def test_missing_device_is_one_line_naming_the_alternatives(pulse_server: PulseServer) -> None:
+    sink = SpeakersSink(device="no-such-card")
+    with pytest.raises(SinkError) as caught:
+        sink.open()
+    message = str(caught.value)
+    assert "\n" not in message and "no-such-card" in message
+    assert "type: file" in message and "type: icecast" in message
+
+
+def test_riffradio_devices_lists_the_pulse_device(pulse_server: PulseServer) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "riffradio", "devices"], env=pulse_server.env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pulse" in result.stdout and "*" in result.stdout
+
+
+def test_riffradio_devices_without_any_sound_server(tmp_path) -> None:
+    env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/nothing-here", HOME=str(tmp_path), XDG_RUNTIME_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "riffradio", "devices"], env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode == 0:
+        pytest.skip(f"this machine has a sound card without a sound server: {result.stdout.splitlines()[:2]}")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("riffradio: error: no sound output devices") and "type: file" in last
+
+
+def test_factory_reads_the_playlist_spelling() -> None:
+    assert speakers_sink_from_spec(OutputSpec("speakers", {"device": "default"})).device is None
+    assert speakers_sink_from_spec(OutputSpec("speakers", {"device": 2, "block_frames": 1024})).device == 2
+    with pytest.raises(ValueError, match="did you mean 'device'"):
+        speakers_sink_from_spec(OutputSpec("speakers", {"devices": "pulse"}))
