@@ -22,7 +22,9 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -118,6 +120,120 @@ class WriteWatchdog:
                     sock.shutdown(socket.SHUT_RDWR)  # wakes FFmpeg's blocked write with an error
 
 
+@dataclass(frozen=True)
+class FlvSettings:
+    """What goes into the FLV stream.
+
+    Attributes:
+        video: picture size and frame rate; None for audio only.
+        video_bitrate_kbps: H.264 target (and VBV cap) bit rate.
+        audio_bitrate_kbps: AAC bit rate.
+        keyframe_seconds: seconds between keyframes (fixed GOP).
+        preset: x264 speed preset.
+        sample_rate_hz: AAC sample rate; blocks at another rate are resampled.
+        visible_seconds: audio seconds across the picture (scroll speed).
+    """
+
+    video: VideoSettings | None = VideoSettings()
+    video_bitrate_kbps: int = 2500
+    audio_bitrate_kbps: int = 128
+    keyframe_seconds: float = 2.0
+    preset: str = "veryfast"
+    sample_rate_hz: int = 44100
+    visible_seconds: float = 10.24
+
+    @property
+    def gop_frames(self) -> int:
+        return max(1, round(self.keyframe_seconds * self.video.fps)) if self.video else 1
+
+
+class FlvEncoder:
+    """AAC (+ H.264 of the scrolling spectrogram) muxed as FLV into a URL, a path or a file-like object.
+
+    The video follows the audio clock: after each block, every frame whose time the audio has
+    reached is rendered and encoded, so the two timelines cannot drift apart.
+
+    Args:
+        output: ``rtmp://…`` URL, file path, or object with ``write``.
+        settings: streams and encoder settings.
+        renderer: the frame renderer (kept by the caller across reconnects); needed with video.
+    """
+
+    def __init__(self, output: Any, settings: FlvSettings, renderer: ScrollingSpectrogram | None = None) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.container = av.open(output, "w", format="flv", container_options={"flvflags": "no_duration_filesize"})
+        self.video: av.video.stream.VideoStream | None = None
+        if settings.video is not None:
+            if renderer is None:
+                raise ValueError("FlvEncoder with video needs a renderer")
+            v = self.container.add_stream("libx264", rate=settings.video.fps)
+            v.width, v.height, v.pix_fmt = settings.video.width, settings.video.height, "yuv420p"
+            v.bit_rate = settings.video_bitrate_kbps * 1000
+            v.codec_context.gop_size = settings.gop_frames
+            kbps, gop = settings.video_bitrate_kbps, settings.gop_frames
+            v.codec_context.options = {
+                "preset": settings.preset,
+                "tune": "zerolatency",  # no B-frames, no lookahead: frames leave at once
+                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:vbv-maxrate={kbps}:vbv-bufsize={kbps}",
+            }
+            self.video = v
+        self.audio = self.container.add_stream("aac", rate=settings.sample_rate_hz, layout="stereo")
+        self.audio.bit_rate = settings.audio_bitrate_kbps * 1000
+        self._resampler: av.AudioResampler | None = None
+        self.samples_sent = 0  # audio timeline, in samples
+        self.frames_sent = 0  # video frames
+        self.bytes_sent = 0
+
+    def start(self) -> None:
+        """Write the header (for RTMP: connect and publish now)."""
+        self.container.start_encoding()
+
+    def write(self, block: AudioBlock) -> int:
+        """Encode and mux one block (and the video frames it completes); returns encoded bytes."""
+        before, rate = self.bytes_sent, self.settings.sample_rate_hz
+        for frame in self._audio_frames(block):
+            frame.pts, frame.time_base = self.samples_sent, Fraction(1, rate)
+            self.samples_sent += frame.samples
+            self._mux(self.audio.encode(frame))
+        if self.video is not None:
+            assert self.renderer is not None and self.settings.video is not None
+            fps = self.settings.video.fps
+            block_start_seconds = self.samples_sent / rate - block.duration_seconds
+            while self.frames_sent < self.samples_sent * fps // rate:
+                # each frame shows its own moment of the clip
+                offset = block.now_playing.offset_seconds + max(0.0, self.frames_sent / fps - block_start_seconds)
+                frame = av.VideoFrame.from_ndarray(self.renderer.render(block.now_playing, offset), format="yuv420p")
+                frame.pts, frame.time_base = self.frames_sent, Fraction(1, fps)
+                self.frames_sent += 1
+                self._mux(self.video.encode(frame))
+        return self.bytes_sent - before
+
+    def flush(self) -> None:
+        """Drain the encoders (end of stream)."""
+        for stream in (self.video, self.audio):
+            if stream is not None:
+                self._mux(stream.encode(None))
+
+    def close(self) -> None:
+        self.container.close()
+
+    def _audio_frames(self, block: AudioBlock) -> list[av.AudioFrame]:
+        samples = block.samples if block.samples.shape[0] == 2 else np.repeat(block.samples[:1], 2, axis=0)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="fltp", layout="stereo")
+        frame.sample_rate = block.sample_rate_hz
+        if block.sample_rate_hz == self.settings.sample_rate_hz:
+            return [frame]
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self.settings.sample_rate_hz)
+        return list(self._resampler.resample(frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self.bytes_sent += packet.size
+            self.container.mux(packet)
+
+
 class RtmpSink(Sink):
     """Publishes the station to an RTMP server: AAC + H.264 (scrolling spectrogram, prompt on top).
 
@@ -160,120 +276,65 @@ class RtmpSink(Sink):
         self.stream_key = path[-1]
         self.name = f"rtmp:{self.host}:{self.port}/{'/'.join(path[:-1])}"
         self.secrets = tuple(x for x in (self.stream_key, parts.password, parts.query) if x)
-        self.video = VideoSettings(width, height, fps)
-        self.video_bitrate_kbps = video_bitrate_kbps
-        self.audio_bitrate_kbps = audio_bitrate_kbps
-        self.gop_frames = max(1, round(keyframe_seconds * fps))
-        self.preset = preset
-        self.sample_rate_hz = sample_rate_hz
-        self.visible_seconds = visible_seconds
+        self.settings = FlvSettings(
+            video=VideoSettings(width, height, fps),
+            video_bitrate_kbps=video_bitrate_kbps,
+            audio_bitrate_kbps=audio_bitrate_kbps,
+            keyframe_seconds=keyframe_seconds,
+            preset=preset,
+            sample_rate_hz=sample_rate_hz,
+            visible_seconds=visible_seconds,
+        )
         self.timeout_seconds = timeout_seconds
         self._renderer: ScrollingSpectrogram | None = None
         self._watchdog = WriteWatchdog(self.host, self.port, timeout_seconds, self.name)
-        self._container: av.container.OutputContainer | None = None
-        self._audio: av.audio.stream.AudioStream | None = None
-        self._video: av.video.stream.VideoStream | None = None
-        self._resampler: av.AudioResampler | None = None
-        self._samples_sent = 0  # audio timeline of this connection, in samples
-        self._frames_sent = 0  # video frames of this connection
-        self._bytes = 0
+        self._encoder: FlvEncoder | None = None
+
+    @property
+    def gop_frames(self) -> int:
+        return self.settings.gop_frames
 
     # -- Sink ---------------------------------------------------------------------------------
     def open(self) -> None:
+        assert self.settings.video is not None
         if self._renderer is None:  # kept across reconnects: the picture keeps its history
-            self._renderer = ScrollingSpectrogram(self.video, self.visible_seconds)
+            self._renderer = ScrollingSpectrogram(self.settings.video, self.settings.visible_seconds)
         self._watchdog.arm()
         with self._watchdog.guard("connect"):
             try:
-                container = av.open(
-                    self.url, "w", format="flv", container_options={"flvflags": "no_duration_filesize"}
-                )
+                encoder = FlvEncoder(self.url, self.settings, self._renderer)
             except (OSError, av.error.FFmpegError) as error:
-                raise SinkError(f"{self.name}: cannot connect ({type(error).__name__}, errno {getattr(error, 'errno', '?')})") from None
-            self._bytes = 0
-            video = container.add_stream("libx264", rate=self.video.fps)
-            video.width, video.height, video.pix_fmt = self.video.width, self.video.height, "yuv420p"
-            video.bit_rate = self.video_bitrate_kbps * 1000
-            video.codec_context.gop_size = self.gop_frames
-            kbps = self.video_bitrate_kbps
-            video.codec_context.options = {
-                "preset": self.preset,
-                "tune": "zerolatency",  # no B-frames, no lookahead: frames leave at once
-                "x264-params": f"keyint={self.gop_frames}:min-keyint={self.gop_frames}:scenecut=0"
-                f":vbv-maxrate={kbps}:vbv-bufsize={kbps}",
-            }
-            audio = container.add_stream("aac", rate=self.sample_rate_hz, layout="stereo")
-            audio.bit_rate = self.audio_bitrate_kbps * 1000
+                raise SinkError(f"{self.name}: cannot connect ({_errno(error)})") from None
             try:
-                container.start_encoding()  # RTMP connect + publish happen here
+                encoder.start()  # RTMP connect + publish happen here
             except (OSError, av.error.FFmpegError) as error:
                 with contextlib.suppress(Exception):
-                    container.close()
-                raise SinkError(f"{self.name}: server refused the stream ({type(error).__name__}, errno {getattr(error, 'errno', '?')})") from None
-        self._container, self._audio, self._video = container, audio, video
-        self._samples_sent = self._frames_sent = 0
+                    encoder.close()
+                raise SinkError(f"{self.name}: server refused the stream ({_errno(error)})") from None
+        self._encoder = encoder
 
     def write(self, block: AudioBlock) -> int:
-        if self._container is None:
+        if self._encoder is None:
             raise SinkError(f"{self.name}: not connected")
-        assert self._audio is not None and self._video is not None and self._renderer is not None
-        before = self._bytes
         with self._watchdog.guard("write"):
             try:
-                self._write(block)
+                return self._encoder.write(block)
             except av.error.FFmpegError as error:
-                raise SinkError(f"{self.name}: send failed ({type(error).__name__}, errno {getattr(error, 'errno', '?')})") from None
-        return self._bytes - before
+                raise SinkError(f"{self.name}: send failed ({_errno(error)})") from None
 
     def close(self) -> None:
-        container, self._container = self._container, None
-        if container is None:
-            return
-        with contextlib.suppress(Exception), self._watchdog.guard("close"):
-            for stream in (self._video, self._audio):
-                assert stream is not None
-                for packet in stream.encode(None):
-                    container.mux(packet)
-        with contextlib.suppress(Exception), self._watchdog.guard("close"):
-            container.close()
+        encoder, self._encoder = self._encoder, None
+        if encoder is not None:
+            with contextlib.suppress(Exception), self._watchdog.guard("close"):
+                encoder.flush()
+            with contextlib.suppress(Exception), self._watchdog.guard("close"):
+                encoder.close()
         self._watchdog.disarm()
 
-    # -- encoding -------------------------------------------------------------------------------
-    def _write(self, block: AudioBlock) -> None:
-        assert self._container is not None and self._audio is not None and self._video is not None
-        assert self._renderer is not None
-        rate = self.sample_rate_hz
-        for frame in self._audio_frames(block):
-            frame.pts, frame.time_base = self._samples_sent, Fraction(1, rate)
-            self._samples_sent += frame.samples
-            self._mux(self._audio.encode(frame))
-        # every video frame the audio has now reached, each showing its own moment of the clip
-        fps = self.video.fps
-        block_start_seconds = (self._samples_sent / rate) - block.duration_seconds
-        while self._frames_sent < self._samples_sent * fps // rate:
-            t = self._frames_sent / fps
-            offset = block.now_playing.offset_seconds + max(0.0, t - block_start_seconds)
-            picture = self._renderer.render(block.now_playing, offset)
-            frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
-            frame.pts, frame.time_base = self._frames_sent, Fraction(1, fps)
-            self._frames_sent += 1
-            self._mux(self._video.encode(frame))
 
-    def _audio_frames(self, block: AudioBlock) -> list[av.AudioFrame]:
-        samples = block.samples if block.samples.shape[0] == 2 else np.repeat(block.samples[:1], 2, axis=0)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples, dtype=np.float32), format="fltp", layout="stereo")
-        frame.sample_rate = block.sample_rate_hz
-        if block.sample_rate_hz == self.sample_rate_hz:
-            return [frame]
-        if self._resampler is None:
-            self._resampler = av.AudioResampler(format="fltp", layout="stereo", rate=self.sample_rate_hz)
-        return list(self._resampler.resample(frame))
-
-    def _mux(self, packets: list[av.Packet]) -> None:
-        assert self._container is not None
-        for packet in packets:
-            self._bytes += packet.size
-            self._container.mux(packet)
+def _errno(error: BaseException) -> str:
+    """Type and errno only: PyAV's messages quote the URL, stream key included."""
+    return f"{type(error).__name__}, errno {getattr(error, 'errno', '?')}"
 
 
 RTMP_OPTIONS = (

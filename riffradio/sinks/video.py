@@ -167,7 +167,8 @@ class ScrollingSpectrogram:
         if image is None:
             return None
         if id(image) != self._image_id:
-            gray = np.asarray(image.convert("L"), dtype=np.uint8)
+            # Riffusion images are inverted (white = silence, black = loud): loud becomes bright here
+            gray = 255 - np.asarray(image.convert("L"), dtype=np.uint8)
             rows = (np.arange(self.settings.height) * gray.shape[0] // self.settings.height).astype(np.int64)
             self._gray, self._image_id = np.ascontiguousarray(gray[rows]), id(image)
         return self._gray
