@@ -248,6 +248,27 @@ def test_refused_source_is_one_clear_line_without_the_password(
     assert wrong not in caplog.text and SOURCE_PASSWORD not in caplog.text and ADMIN_PASSWORD not in caplog.text
 
 
+def test_hung_icecast_is_cut_off_by_the_sinks_own_timeout(icecast_server: IcecastServer, music: Music) -> None:
+    blocks = music_blocks(music, loops=10)
+    sink = IcecastSink(icecast_server.source_url("/radio.mp3"), bitrate_kbps=320, timeout_seconds=2.0)
+    fanout = Fanout([sink], first_retry_seconds=0.5, max_retry_seconds=1.0)
+    fanout.start()
+    play_realtime(fanout.push, blocks[:30])
+    icecast_server.pause()  # accepts, never reads: the socket buffers fill, then sends time out
+    try:
+        for block in blocks[30:]:  # faster than real time, so the buffers fill in a second or two
+            fanout.push(block)
+            time.sleep(0.002)
+            if fanout.statuses()[0].state == "reconnecting":
+                break
+        status = fanout.statuses()[0]
+    finally:
+        icecast_server.resume()
+    assert status.state == "reconnecting" and "timed out" in status.last_error, status
+    wait_until(lambda: fanout.statuses()[0].state == "connected", 15, "the source to come back")
+    fanout.close()
+
+
 def test_second_icecast_as_relay_serves_the_same_stream(tmp_path, icecast_server: IcecastServer, music: Music) -> None:
     relay = IcecastServer(tmp_path / "relay", relay_of=icecast_server.port).start()
     try:

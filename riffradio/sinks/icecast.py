@@ -23,7 +23,7 @@ import base64
 import http.client
 import logging
 import socket
-import time
+import threading
 import urllib.parse
 from dataclasses import dataclass
 
@@ -130,8 +130,7 @@ class IcecastSink(Sink):
         self._encoder: SharedEncoder | None = None
         self._socket: socket.socket | None = None
         self._sent_serials: set[int] = set()  # Ogg chains whose headers this connection has sent
-        self._title_sent: str | None = None  # title the server knows for this connection
-        self._next_metadata_try = 0.0
+        self._titles: TitleUpdater | None = None  # MP3 mounts: admin metadata updates
 
     def bind_encoders(self, pool: EncoderPool) -> None:
         """Share encodes with the station's other mounts (called by the fan-out before ``open``)."""
@@ -146,8 +145,8 @@ class IcecastSink(Sink):
             self._encoder = self._pool.get(self.settings)
         self._socket = self._connect()
         self._sent_serials.clear()
-        self._title_sent = None
-        self._next_metadata_try = 0.0
+        if self.settings.format == "mp3":
+            self._titles = TitleUpdater(self.target, self.admin_user, self.admin_password, self.timeout_seconds, self.name)
 
     def write(self, block: AudioBlock) -> int:
         if self._socket is None or self._encoder is None:
@@ -162,11 +161,14 @@ class IcecastSink(Sink):
                 self._socket.sendall(data)  # bounded by the socket timeout
         except OSError as error:
             raise SinkError(f"{self.name}: send failed ({type(error).__name__}: {error})") from error
-        if self.settings.format == "mp3":
-            self._update_title(block.now_playing.title)
+        if self._titles is not None:
+            self._titles.want(block.now_playing.title)  # as heard: after this block's audio went out
         return len(data)
 
     def close(self) -> None:
+        titles, self._titles = self._titles, None
+        if titles is not None:
+            titles.stop()
         sock, self._socket = self._socket, None
         if sock is None:
             return
@@ -183,6 +185,9 @@ class IcecastSink(Sink):
             sock = socket.create_connection((t.host, t.port), timeout=self.timeout_seconds)
         except OSError as error:
             raise SinkError(f"{self.name}: cannot connect ({type(error).__name__}: {error})") from error
+        # A small send buffer (about 2 s of audio) lets a hung server show as a send timeout
+        # within seconds instead of after megabytes of autotuned buffer.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, max(16384, self.settings.bitrate_kbps * 1000 // 4))
         auth = base64.b64encode(f"{t.user}:{t.password}".encode()).decode()
         headers = {
             "Host": f"{t.host}:{t.port}",
@@ -238,32 +243,77 @@ class IcecastSink(Sink):
             self._sent_serials = {pages[-1].serial}
         return b"".join(out)
 
-    def _update_title(self, title: str) -> None:
-        """Tell the server the title now heard (MP3 mounts), at most one try per second on failure."""
-        if title == self._title_sent or time.monotonic() < self._next_metadata_try:
-            return
+
+
+class TitleUpdater:
+    """Sends ``/admin/metadata`` title updates for one source connection of an MP3 mount, on its own thread.
+
+    Audio writes never wait for the admin request: :meth:`want` only records the newest title.
+    A failed update is retried once a second while that title is still the newest.
+    """
+
+    def __init__(self, target: IcecastTarget, user: str, password: str, timeout_seconds: float, name: str) -> None:
+        self.target, self.timeout_seconds, self.name = target, timeout_seconds, name
+        self._auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        self._wanted: str | None = None
+        self._sent: str | None = None
+        self._stopped = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name=f"titles {name}", daemon=True)
+        self._thread.start()
+
+    def want(self, title: str) -> None:
+        with self._cond:
+            if title != self._wanted:
+                self._wanted = title
+                self._cond.notify()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        failed_once = False
+        while True:
+            with self._cond:
+                while not self._stopped and (self._wanted is None or self._wanted == self._sent):
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                title = self._wanted
+            assert title is not None
+            problem = self._send(title)
+            if problem is None:
+                with self._cond:
+                    self._sent = title
+                failed_once = False
+                continue
+            if not failed_once:  # one line per run of failures
+                log.warning("%s: title update failed (%s)", self.name, problem)
+            failed_once = True
+            with self._cond:
+                self._cond.wait(1.0)
+
+    def _send(self, title: str) -> str | None:
+        """None when the server took ``title``, else the problem in a few words."""
         t = self.target
         query = urllib.parse.urlencode({"mount": t.mount, "mode": "updinfo", "song": title})
-        auth = base64.b64encode(f"{self.admin_user}:{self.admin_password}".encode()).decode()
         connection = http.client.HTTPConnection(t.host, t.port, timeout=self.timeout_seconds)
         try:
             connection.request(
-                "GET", f"/admin/metadata?{query}", headers={"Authorization": f"Basic {auth}", "User-Agent": "riffradio"}
+                "GET", f"/admin/metadata?{query}", headers={"Authorization": f"Basic {self._auth}", "User-Agent": "riffradio"}
             )
             response = connection.getresponse()
             body = response.read().decode("utf-8", "replace")
         except OSError as error:
-            self._next_metadata_try = time.monotonic() + 1.0
-            log.warning("%s: title update failed (%s: %s)", self.name, type(error).__name__, error)
-            return
+            return f"{type(error).__name__}: {error}"
         finally:
             connection.close()
+        # 200 with "will not accept URL updates" is a refusal too: check the message
         if response.status != 200 or "successful" not in body:
-            # 200 with "will not accept URL updates" is a refusal too: check the message
-            self._next_metadata_try = time.monotonic() + 1.0
-            log.warning("%s: server refused the title update (HTTP %s)", self.name, response.status)
-            return
-        self._title_sent = title
+            return f"server answered HTTP {response.status}"
+        return None
 
 
 def _header_value(value: str) -> str:
