@@ -544,3 +544,28 @@ def match_audio(received: np.ndarray, received_rate_hz: int, reference: Music) -
     window = window - window.mean()
     coefficient = float(np.dot(window, probe) / (np.linalg.norm(window) * np.linalg.norm(probe) + 1e-12))
     return (lag - skip) / received_rate_hz, coefficient
+
+
+def with_outage(
+    push: Callable[[AudioBlock], None],
+    server: _Daemon,
+    down_at_seconds: float,
+    down_for_seconds: float,
+    on_restart: Callable[[], None] | None = None,
+) -> Callable[[AudioBlock], None]:
+    """``push`` that crashes ``server`` (SIGKILL) when the audio reaches ``down_at_seconds`` and
+    starts it again ``down_for_seconds`` of audio later (then calls ``on_restart``)."""
+    state = {"killed": False, "restarted": False}
+
+    def push_with_outage(block: AudioBlock) -> None:
+        if not state["killed"] and block.start_seconds >= down_at_seconds:
+            state["killed"] = True
+            server.kill()
+        if state["killed"] and not state["restarted"] and block.start_seconds >= down_at_seconds + down_for_seconds:
+            state["restarted"] = True
+            server.start()  # type: ignore[attr-defined] - every server class here has start()
+            if on_restart is not None:
+                on_restart()
+        push(block)
+
+    return push_with_outage

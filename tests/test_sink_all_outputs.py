@@ -27,6 +27,7 @@ from servers import (  # fixtures are imported by name; pytest finds them in thi
     rms,
     rtmp_server,
     wait_until,
+    with_outage,
 )
 
 pytestmark = pytest.mark.slow
@@ -58,16 +59,7 @@ def test_all_outputs_play_together_and_an_icecast_crash_costs_the_others_nothing
     listener = threading.Thread(target=listen_opus, daemon=True)
     fanout.start()
     listener.start()
-    kill_at, restart_at = len(blocks) // 2, len(blocks) // 2 + int(1.5 * 44100 / 4096)
-
-    def push(block):
-        index = block.start_frame // 4096
-        if index == kill_at:
-            icecast_server.kill()
-        if index == restart_at:
-            icecast_server.start()
-        fanout.push(block)
-
+    push = with_outage(fanout.push, icecast_server, down_at_seconds=7.0, down_for_seconds=1.5)
     try:
         play_realtime(push, blocks)
         wait_until(lambda: {"/riffradio.mp3", "/riffradio.opus"} <= set(icecast_server.mounts()), 8, "both mounts back")

@@ -30,6 +30,7 @@ from servers import (  # fixtures are imported by name; pytest finds them in thi
     play_realtime,
     record_url,
     wait_until,
+    with_outage,
 )
 
 pytestmark = pytest.mark.slow
@@ -194,24 +195,16 @@ def test_icecast_killed_and_restarted_source_returns_and_file_loses_nothing(
     fanout = Fanout([IcecastSink(icecast_server.source_url("/radio.mp3")), recording], metrics=metrics)
     fanout.start()
     icecast_server.wait_mount("/radio.mp3")
-    kill_at, restart_at = len(blocks) // 4, len(blocks) // 4 + int(2 * 44100 / 4096)
     back_after: list[float] = []
 
-    def push(block):
-        index = (block.start_frame // 4096)
-        if index == kill_at:
-            icecast_server.kill()
-        if index == restart_at:
-            icecast_server.start()
-            restarted = time.monotonic()
-            threading.Thread(
-                target=lambda: back_after.append(
-                    (icecast_server.wait_mount("/radio.mp3", 10) and time.monotonic() - restarted)
-                ),
-                daemon=True,
-            ).start()
-        fanout.push(block)
+    def time_the_return() -> None:
+        restarted = time.monotonic()
+        threading.Thread(
+            target=lambda: back_after.append(icecast_server.wait_mount("/radio.mp3", 10) and time.monotonic() - restarted),
+            daemon=True,
+        ).start()
 
+    push = with_outage(fanout.push, icecast_server, down_at_seconds=3.0, down_for_seconds=2.0, on_restart=time_the_return)
     play_realtime(push, blocks)
     wait_until(lambda: back_after, 10, "the source to come back")
     assert back_after[0] <= 5.0, back_after

@@ -25,6 +25,7 @@ from servers import (  # fixtures are imported by name; pytest finds them in thi
     play_realtime,
     rtmp_server,
     wait_until,
+    with_outage,
 )
 
 pytestmark = pytest.mark.slow
@@ -112,16 +113,7 @@ def test_rtmp_server_killed_comes_back_and_key_never_logged(
     fanout = Fanout([RtmpSink(rtmp_server.url(KEY), width=320, height=180, fps=10)])
     fanout.start()
     wait_until(lambda: rtmp_server.publishing(KEY), 15, "the RTMP publisher")
-    kill_at, restart_at = len(blocks) // 4, len(blocks) // 4 + int(2 * 44100 / 4096)
-
-    def push(block):
-        index = block.start_frame // 4096
-        if index == kill_at:
-            rtmp_server.kill()
-        if index == restart_at:
-            rtmp_server.start()
-        fanout.push(block)
-
+    push = with_outage(fanout.push, rtmp_server, down_at_seconds=3.0, down_for_seconds=2.0)
     play_realtime(push, blocks)
     wait_until(lambda: rtmp_server.publishing(KEY), 10, "the publisher to come back")
     status = fanout.statuses()[0]
