@@ -333,13 +333,41 @@ class PulseServer(_Daemon):
         )
         return self
 
-    def record_monitor(self, rate_hz: int = 48000) -> subprocess.Popen:
-        """Start ``parec`` on the null sink's monitor (mono s16le on stdout); terminate it to stop."""
-        return subprocess.Popen(
-            ["parec", f"--device={self.sink_name}.monitor", "--format=s16le", f"--rate={rate_hz}",
-             "--channels=1", "--latency-msec=50"],
-            env=self.env, stdout=subprocess.PIPE,
-        )  # fmt: skip
+    def record_monitor(self, rate_hz: int = 16000) -> MonitorRecording:
+        """Start recording the null sink's monitor (what was played) with ``parec``."""
+        return MonitorRecording(self, rate_hz)
+
+
+class MonitorRecording:
+    """``parec`` recording a PulseAudio monitor to a file (a pipe would fill and stall it).
+
+    Use as a context manager, or call :meth:`stop`; then ``samples`` is mono float32 at ``rate_hz``.
+    """
+
+    def __init__(self, server: PulseServer, rate_hz: int) -> None:
+        self.rate_hz = rate_hz
+        self.path = server.directory / f"monitor-{time.monotonic_ns()}.raw"
+        self.samples = np.zeros(0, np.float32)
+        with open(self.path, "wb") as out:
+            self.process = subprocess.Popen(
+                ["parec", f"--device={server.sink_name}.monitor", "--format=s16le", f"--rate={rate_hz}",
+                 "--channels=1", "--latency-msec=50"],
+                env=server.env, stdout=out,
+            )  # fmt: skip
+        time.sleep(0.3)  # parec connected before anything plays
+
+    def stop(self) -> np.ndarray:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.samples = np.fromfile(self.path, np.int16).astype(np.float32) / 32768
+        return self.samples
+
+    def __enter__(self) -> MonitorRecording:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 def rescan_portaudio() -> None:

@@ -38,16 +38,17 @@ from riffradio.station.types import AudioBlock
 log = logging.getLogger(__name__)
 
 
-def _socket_fds() -> set[int]:
-    """Open file descriptors of this process that are sockets (Linux /proc, else /dev/fd)."""
+def _sockets() -> dict[int, str]:
+    """This process's open sockets: fd → kernel socket id (``socket:[inode]``; unique, unlike fd numbers)."""
     base = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
-    found = set()
+    found = {}
     for name in os.listdir(base):
         try:
-            if os.readlink(f"{base}/{name}").startswith("socket:"):
-                found.add(int(name))
+            target = os.readlink(f"{base}/{name}")
         except OSError:
             continue
+        if target.startswith("socket:"):
+            found[int(name)] = target
     return found
 
 
@@ -63,14 +64,14 @@ def _peer(fd: int) -> tuple[str, int] | None:
 class WriteWatchdog:
     """Shuts down the TCP connection to ``(host, port)`` when a guarded call hangs.
 
-    Sockets that existed before :meth:`arm` are never touched, so other outputs to the same
-    server are safe.
+    Sockets that existed before :meth:`arm` are never touched (compared by kernel socket id, as
+    fd numbers are reused), so other connections to the same server are safe.
     """
 
     def __init__(self, host: str, port: int, timeout_seconds: float, name: str) -> None:
         self.addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
         self.port, self.timeout_seconds, self.name = port, timeout_seconds, name
-        self._before: set[int] = set()
+        self._before: set[str] = set()
         self._busy_since: float | None = None
         self._fired = False
         self._lock = threading.Lock()
@@ -79,7 +80,7 @@ class WriteWatchdog:
 
     def arm(self) -> None:
         """Call before opening the connection: remembers which sockets are not ours."""
-        self._before = _socket_fds()
+        self._before = set(_sockets().values())
         self._fired = False
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
@@ -113,7 +114,9 @@ class WriteWatchdog:
                 self._shutdown_ours()
 
     def _shutdown_ours(self) -> None:
-        for fd in _socket_fds() - self._before:
+        for fd, socket_id in _sockets().items():
+            if socket_id in self._before:
+                continue
             peer = _peer(fd)
             if peer is not None and peer[1] == self.port and peer[0] in self.addresses:
                 with contextlib.suppress(OSError), socket.socket(fileno=os.dup(fd)) as sock:
