@@ -69,8 +69,8 @@ class WriteWatchdog:
     """
 
     def __init__(self, host: str, port: int, timeout_seconds: float, name: str) -> None:
-        self.addresses = {info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
-        self.port, self.timeout_seconds, self.name = port, timeout_seconds, name
+        self.host, self.port, self.timeout_seconds, self.name = host, port, timeout_seconds, name
+        self.addresses: set[str] = set()  # resolved at arm(): building a sink must not touch the network
         self._before: set[str] = set()
         self._busy_since: float | None = None
         self._fired = False
@@ -80,6 +80,10 @@ class WriteWatchdog:
 
     def arm(self) -> None:
         """Call before opening the connection: remembers which sockets are not ours."""
+        try:
+            self.addresses = {info[4][0] for info in socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)}
+        except OSError:
+            self.addresses = set()  # cannot resolve: av.open fails right after, with its own error
         self._before = set(_sockets().values())
         self._fired = False
         if self._thread is None or not self._thread.is_alive():
@@ -303,6 +307,8 @@ class RtmpSink(Sink):
         if self._renderer is None:  # kept across reconnects: the picture keeps its history
             self._renderer = ScrollingSpectrogram(self.settings.video, self.settings.visible_seconds)
         self._watchdog.arm()
+        if not self._watchdog.addresses:
+            raise SinkError(f"{self.name}: cannot resolve host {self.host}")
         with self._watchdog.guard("connect"):
             try:
                 encoder = FlvEncoder(self.url, self.settings, self._renderer)
@@ -313,7 +319,7 @@ class RtmpSink(Sink):
             except (OSError, av.error.FFmpegError) as error:
                 with contextlib.suppress(Exception):
                     encoder.close()
-                raise SinkError(f"{self.name}: server refused the stream ({_errno(error)})") from None
+                raise SinkError(f"{self.name}: cannot connect or publish ({_errno(error)})") from None
         self._encoder = encoder
 
     def write(self, block: AudioBlock) -> int:
