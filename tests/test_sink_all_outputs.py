@@ -37,11 +37,10 @@ def test_all_outputs_play_together_and_an_icecast_crash_costs_the_others_nothing
     tmp_path, monkeypatch, icecast_server: IcecastServer, rtmp_server: RtmpServer, pulse_server: PulseServer, music: Music
 ) -> None:
     monkeypatch.setenv("STREAM_KEY", "all-outputs-key")
-    ice = f"icecast://source:srcpw-secret@127.0.0.1:{icecast_server.port}"
     specs = [  # the playlist spelling, after ${ENV} expansion
         OutputSpec("speakers", {"device": "pulse"}),
-        OutputSpec("icecast", {"url": f"{ice}/riffradio.mp3", "format": "mp3", "bitrate_kbps": 128}),
-        OutputSpec("icecast", {"url": f"{ice}/riffradio.opus", "format": "opus"}),
+        OutputSpec("icecast", {"url": icecast_server.source_url("/riffradio.mp3"), "format": "mp3", "bitrate_kbps": 128}),
+        OutputSpec("icecast", {"url": icecast_server.source_url("/riffradio.opus"), "format": "opus"}),
         OutputSpec("rtmp", {"url": rtmp_server.url("all-outputs-key"), "width": 640, "height": 360, "fps": 15}),
         OutputSpec("file", {"path": str(tmp_path / "station.flac"), "cue": False}),
     ]
