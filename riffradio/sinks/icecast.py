@@ -239,7 +239,7 @@ class IcecastSink(Sink):
                             break
                         out.append(header.data)
             out.append(page.data)
-        if len(self._sent_serials) > 64:
+        if len(self._sent_serials) > 64 and pages:  # forget old chains; keep the current one
             self._sent_serials = {pages[-1].serial}
         return b"".join(out)
 
