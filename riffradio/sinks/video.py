@@ -74,8 +74,11 @@ class VideoSettings:
     image_seconds: float = RIFFUSION_IMAGE_SECONDS
 
     def __post_init__(self) -> None:
-        if self.width % 2 or self.height % 2 or self.width < 64 or self.height < 64:
-            raise ValueError(f"video size must be even and at least 64×64, got {self.width}×{self.height}")
+        # yuv420p as one array needs the chroma planes to fill whole rows: height a multiple of 4
+        if self.width % 2 or self.height % 4 or self.width < 64 or self.height < 64:
+            raise ValueError(
+                f"video size must be at least 64×64, width even and height a multiple of 4, got {self.width}×{self.height}"
+            )
         if not 1 <= self.fps <= 120:
             raise ValueError(f"video fps must be 1..120, got {self.fps}")
 
@@ -99,7 +102,7 @@ class ScrollingSpectrogram:
         self._ring_u = np.full((h // 2, w), self.lut_u[0], np.uint8)
         self._ring_v = np.full((h // 2, w), self.lut_v[0], np.uint8)
         self._pos = w  # next column to write; the visible window is [pos - w, pos)
-        self._image_id: int | None = None
+        self._image: object = None  # the clip image _gray was made from (held, so `is` stays valid)
         self._gray: np.ndarray | None = None  # the clip image, gray, rows mapped to the frame height
         self._title: str | None = None
         self.band_height = 2 * max(12, h // 18)
@@ -166,11 +169,11 @@ class ScrollingSpectrogram:
         image = now_playing.image
         if image is None:
             return None
-        if id(image) != self._image_id:
+        if image is not self._image:
             # Riffusion images are inverted (white = silence, black = loud): loud becomes bright here
             gray = 255 - np.asarray(image.convert("L"), dtype=np.uint8)
             rows = (np.arange(self.settings.height) * gray.shape[0] // self.settings.height).astype(np.int64)
-            self._gray, self._image_id = np.ascontiguousarray(gray[rows]), id(image)
+            self._gray, self._image = np.ascontiguousarray(gray[rows]), image
         return self._gray
 
     def _render_band(self, title: str, dim: float = 0.35) -> None:
