@@ -111,7 +111,7 @@ def _play(args: argparse.Namespace) -> int:
     playlist = _load(args.playlist)
     if args.seconds is not None and args.seconds <= 0:
         raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
-    station = Station(playlist, model=args.model, device=args.device)
+    station = Station(playlist, model=args.model, device=args.device, worker_grace_seconds=0.0)
     asyncio.run(_serve(station, args.seconds, args.playlist))
     return _exit_hard_if_busy(0)
 
@@ -161,7 +161,10 @@ def _render(args: argparse.Namespace) -> int:
         sink = FileSink(out, cue_path=cue_path_for(out), overwrite=True)
     except ValueError as error:
         raise RiffradioError(f"-o {out}: {error}") from None
-    station = Station(playlist, model=args.model, device=args.device, sinks=[sink], realtime=False, control=False)
+    station = Station(
+        playlist, model=args.model, device=args.device, sinks=[sink], realtime=False, control=False,
+        worker_grace_seconds=0.0,
+    )  # fmt: skip
     progress = ProgressBar(args.seconds)
     station.add_block_listener(lambda block: progress.update((block.start_frame + block.frames) / block.sample_rate_hz))
     asyncio.run(_serve(station, args.seconds, None))

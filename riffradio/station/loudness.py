@@ -167,6 +167,8 @@ class TruePeakLimiter:
         # ...and the average over the look-ahead makes that a ramp instead of a step.
         smoothed_input = np.concatenate([self._history, window_min])
         gains = sliding_window_view(smoothed_input, self.lookahead).mean(axis=1)[:frames]
+        # float sums of ones are not always exactly one: below 1e-6 there is nothing to limit
+        gains = np.where(gains > 1.0 - 1e-6, 1.0, gains)
         gains = self._apply_release(gains.astype(np.float64))
         out = signal[:, :frames] * gains[None, :].astype(np.float32)
         self._pending = signal[:, frames:]

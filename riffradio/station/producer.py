@@ -120,6 +120,8 @@ class Producer:
         self.clips_generated = 0
         self.clips_dropped = 0
         self.generating: PlannedClip | None = None
+        self.idle = threading.Event()  # clear while a worker thread runs the engine
+        self.idle.set()
         self._version = state.snapshot().version
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
@@ -148,7 +150,8 @@ class Producer:
             self.state.advance_riff(after.riff_index)
             self.generating = planned
             try:
-                clip, gain_db = await run_in_daemon_thread(self.generate, planned)
+                self.idle.clear()
+                clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned)
             except Exception as error:  # noqa: BLE001 - one bad clip must not stop the music
                 self._failures += 1
                 backoff = min(_MAX_FAILURE_BACKOFF_SECONDS, 0.5 * 2 ** min(self._failures, 5))
@@ -192,6 +195,12 @@ class Producer:
         log.info("dropped clip(s) %s: %s", ", ".join(str(c.index) for c in clips), why)
 
     # -- the worker thread -----------------------------------------------------------------------
+    def _generate_then_idle(self, planned: PlannedClip) -> tuple[Clip, float]:
+        try:
+            return self.generate(planned)
+        finally:
+            self.idle.set()
+
     def generate(self, planned: PlannedClip) -> tuple[Clip, float]:
         """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread)."""
         started = time.perf_counter()

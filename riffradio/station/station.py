@@ -65,6 +65,9 @@ class Station:
         metrics: the station's Prometheus series (a fresh registry if None).
         block_frames: frames per audio block on the way to the sinks.
         control: start the OSC/HTTP servers of ``playlist.control``.
+        worker_grace_seconds: after everything is closed, how long ``run`` waits for a riff still
+            running in the worker thread (torch must not be running when the interpreter exits);
+            the CLI passes 0 and leaves with ``os._exit`` instead, to stop within 5 s.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Station:
         metrics: StationMetrics | None = None,
         block_frames: int = DEFAULT_BLOCK_FRAMES,
         control: bool = True,
+        worker_grace_seconds: float = 120.0,
     ) -> None:
         self.playlist = playlist
         self.path = playlist.path
@@ -91,6 +95,7 @@ class Station:
         self.metrics = metrics or StationMetrics()
         self.block_frames = block_frames
         self.control = control
+        self.worker_grace_seconds = worker_grace_seconds
         self.state = StationState(len(playlist.riffs))
         self.buffer = CrossfadeBuffer(
             CHANNELS, SAMPLE_RATE_HZ, playlist.station.crossfade_seconds, on_underrun=self._on_underrun
@@ -327,4 +332,6 @@ class Station:
             except Exception as error:  # noqa: BLE001 - closing must go on
                 log.warning("closing a control server: %s", error)
         self._servers.clear()
+        if self.producer is not None and self.worker_grace_seconds > 0:
+            await run_in_daemon_thread(self.producer.idle.wait, self.worker_grace_seconds)
         log.info("stopped after %.1f s of audio (%d underruns)", self.seconds_played, self.buffer.underruns)

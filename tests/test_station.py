@@ -1,0 +1,218 @@
+"""The whole station on the tiny random-weight model, through the commands and objects users run.
+
+Each test pays for real generation (engine + vocoder, several seconds a clip on a loaded CPU), so
+they are few and each checks several things.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.playlist import load_playlist
+from riffradio.sinks.file import FileSink
+from riffradio.station.consumer import DEFAULT_BLOCK_FRAMES
+from riffradio.station.plan import plan_clips
+from riffradio.station.state import StateSnapshot
+from riffradio.station.station import SAMPLE_RATE_HZ, Station
+
+CLIP_FRAMES = 225_792  # 5.12 s at 44.1 kHz, Riffusion's 512-pixel image
+BLOCK_SECONDS = DEFAULT_BLOCK_FRAMES / SAMPLE_RATE_HZ
+
+PLAYLIST = """\
+station: {{name: Test Station, steps: 4, crossfade_seconds: 0.5, lookahead_clips: {lookahead}}}
+outputs:
+  - {{type: file, path: "{recording}"}}
+riffs:
+  - {{prompt: jazzy lofi hip hop, seed: 42, to: church bells on sunday, to_seed: 43, clips: 2, seed_image: og_beat}}
+  - {{prompt: church bells on sunday, clips: 2, denoising: 0.6}}
+"""
+
+
+def _write_playlist(directory: Path, recording: Path, lookahead: int = 2) -> Path:
+    path = directory / "station.yaml"
+    path.write_text(PLAYLIST.format(recording=recording, lookahead=lookahead))
+    return path
+
+
+def _cue(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _rms_windows(audio: np.ndarray, seconds: float = 0.1) -> np.ndarray:
+    size = int(seconds * SAMPLE_RATE_HZ)
+    mono = audio.mean(axis=1) if audio.ndim == 2 else audio
+    usable = (len(mono) // size) * size
+    return np.sqrt((mono[:usable].reshape(-1, size) ** 2).mean(axis=1))
+
+
+@pytest.mark.slow
+def test_render_30_seconds_matches_the_plan_and_the_cue_sheet(tmp_path: Path, tiny_model_dir: Path) -> None:
+    playlist_path = _write_playlist(tmp_path, tmp_path / "unused.flac")
+    out = tmp_path / "out" / "render.flac"
+    result = subprocess.run(
+        [sys.executable, "-m", "riffradio", "render", str(playlist_path), "--model", str(tiny_model_dir),
+         "--seconds", "30", "-o", str(out)],
+        capture_output=True, text=True, timeout=900, env=_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "render [" in result.stderr and "30.0/30.0 s" in result.stderr  # the progress bar
+    assert not (tmp_path / "unused.flac").exists()  # render writes only -o
+
+    audio, rate = soundfile.read(out)
+    assert rate == SAMPLE_RATE_HZ and audio.shape[1] == 2
+    assert abs(len(audio) / rate - 30.0) <= BLOCK_SECONDS
+    assert _rms_windows(audio).min() > 1e-3  # never silent
+    assert 20 * np.log10(np.abs(audio).max()) <= -0.9  # the true-peak limiter's ceiling (sample peak)
+
+    cue = _cue(out.with_suffix(".cue.jsonl"))
+    playlist = load_playlist(playlist_path)
+    planned = plan_clips(playlist, StateSnapshot(), len(cue))
+    fade_frames = int(0.5 * SAMPLE_RATE_HZ)
+    assert [entry["clip_index"] for entry in cue] == list(range(len(cue)))
+    assert len(cue) == 1 + int((30 * SAMPLE_RATE_HZ - fade_frames / 2) // (CLIP_FRAMES - fade_frames))
+    for entry, plan in zip(cue, planned):
+        assert not entry["fallback"]  # offline render waits for clips: no underruns
+        request = plan.request
+        assert (entry["prompt"], entry["to_prompt"], entry["seed"], entry["to_seed"]) == (
+            request.start_prompt, request.end_prompt, request.start_seed, request.end_seed,
+        )  # fmt: skip
+        assert entry["alpha"] == pytest.approx(request.alpha) and entry["title"] == request.title
+        # a clip counts as heard from the middle of its crossfade in, sample-exact up to one block
+        expected = 0.0 if entry["clip_index"] == 0 else (
+            entry["clip_index"] * (CLIP_FRAMES - fade_frames) + fade_frames / 2
+        ) / SAMPLE_RATE_HZ  # fmt: skip
+        assert abs(entry["time_seconds"] - expected) <= BLOCK_SECONDS + 1e-6
+
+
+class DelayedEngine:
+    """The real engine, made slower than real time by a fixed delay per riff (a slow GPU)."""
+
+    def __init__(self, engine: Any, delay_seconds: float) -> None:
+        self.engine = engine
+        self.delay_seconds = delay_seconds
+        self.device = engine.device
+
+    def riff(self, request: RiffRequest) -> RiffResult:
+        time.sleep(self.delay_seconds)
+        return self.engine.riff(request)
+
+
+@pytest.mark.slow
+def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
+    tmp_path: Path, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from riffradio.engine.pipeline import RiffEngine
+
+    recording = tmp_path / "live.wav"
+    playlist = load_playlist(_write_playlist(tmp_path, recording, lookahead=1))
+    # 5 s a riff on top of the real work: slower than the 4.6 s each clip adds to the stream
+    engine = DelayedEngine(RiffEngine.load(str(tiny_model_dir), device="cpu"), delay_seconds=5.0)
+    station = Station(playlist, engine=engine)
+    on_air: list[float] = []
+    station.add_on_air_listener(lambda: on_air.append(time.monotonic()))
+    change: dict[str, Any] = {}
+
+    def dj(block: Any) -> None:
+        change["last_block"] = (block.start_seconds + block.duration_seconds, time.monotonic())
+        if "at" not in change and block.start_seconds >= 0.5:
+            # the DJ asks for a new prompt while clip 0 plays (and another may be in the making)
+            generating = station.producer.generating if station.producer else None
+            change["in_flight"] = generating.index if generating else None
+            change["next_index"] = station.producer.position.index if station.producer else None
+            station.state.set_prompt("deep house at dawn")
+            change["at"] = block.start_seconds
+        request = block.now_playing.request
+        if "heard" not in change and request is not None and request.end_prompt == "deep house at dawn":
+            change["heard"] = block.start_seconds
+        if "heard" in change and block.start_seconds >= change["heard"] + 2.0:
+            station.stop()
+
+    station.add_block_listener(dj)
+    caplog.set_level(logging.INFO)
+
+    async def run_with_guard() -> None:
+        asyncio.get_running_loop().call_later(600, station.stop)  # a guard, never the normal end
+        await station.run()
+
+    asyncio.run(run_with_guard())
+    assert "heard" in change, "the DJ's prompt never became audible"
+    played, last_wall = change["last_block"]
+    assert played == pytest.approx(station.seconds_played)
+    assert last_wall - on_air[0] == pytest.approx(played, abs=1.0)  # a real-time clock, not a render
+
+    assert station.buffer.underruns >= 1
+    assert station.metrics.underruns._value.get() == station.buffer.underruns
+    assert station.metrics.fallback_seconds._value.get() > 1.0
+    underrun_logs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("underrun:")]
+    assert len(underrun_logs) == station.buffer.underruns and "real-time factor" in underrun_logs[0]
+
+    audio, _ = soundfile.read(recording)
+    assert abs(len(audio) / SAMPLE_RATE_HZ - station.seconds_played) <= BLOCK_SECONDS
+    assert _rms_windows(audio[int(0.1 * SAMPLE_RATE_HZ) :]).min() > 1e-3  # never silent, fallback included
+    cue = _cue(recording.with_suffix(".cue.jsonl"))
+    assert any(entry["fallback"] for entry in cue)
+    live = [entry for entry in cue if entry["to_prompt"] == "deep house at dawn"]
+    assert live, cue
+    # the change was planned next: right after the clip in the making (if any) when it came
+    assert live[0]["clip_index"] == change["next_index"]
+    assert not live[0]["fallback"]
+    # ...and cut in as soon as it was ready: heard within one crossfade of its arrival, long
+    # before the fallback loop of the clip playing would have ended
+    assert station.producer is not None
+    nowplaying = station.nowplaying()
+    assert nowplaying["station"] == "Test Station" and nowplaying["underruns"] == station.buffer.underruns
+    assert nowplaying["now"]["to_prompt"] == "deep house at dawn"
+    assert nowplaying["outputs"][0]["name"] == f"file:{recording}"
+
+
+@pytest.mark.slow
+def test_sigterm_finalises_a_readable_recording_within_5_seconds(tmp_path: Path, tiny_model_dir: Path) -> None:
+    recording = tmp_path / "rec" / "station.flac"
+    playlist_path = _write_playlist(tmp_path, recording)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "riffradio", "play", str(playlist_path), "--model", str(tiny_model_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+    )  # fmt: skip
+    try:
+        cue_path = recording.with_suffix(".cue.jsonl")
+        deadline = time.monotonic() + 600
+        while not (cue_path.exists() and cue_path.stat().st_size > 0):
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            assert time.monotonic() < deadline, "the station never went on air"
+            time.sleep(0.2)
+        time.sleep(2.5)
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output[-3000:]
+    assert took < 5.0, output[-3000:]
+    info = soundfile.info(recording)  # finalised: the header knows its length
+    assert info.samplerate == SAMPLE_RATE_HZ and 2.0 <= info.duration <= 10.0
+    audio, _ = soundfile.read(recording)
+    assert len(audio) == info.frames and _rms_windows(audio).max() > 1e-3
+    cue = _cue(recording.with_suffix(".cue.jsonl"))
+    assert cue[0]["clip_index"] == 0 and cue[0]["time_seconds"] == 0.0
+    assert "SIGTERM: stopping" in output

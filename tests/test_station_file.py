@@ -1,0 +1,148 @@
+"""The file output: FLAC/WAV/Ogg recordings readable after a crash, and a cue sheet that matches the audio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from riffradio.engine.request import RiffRequest
+from riffradio.metrics import StationMetrics
+from riffradio.playlist.model import OutputSpec
+from riffradio.sinks.file import FileSink, file_sink_from_spec
+from riffradio.sinks.registry import check_output, create_sinks
+from riffradio.station.buffer import CrossfadeBuffer
+from riffradio.station.consumer import Consumer
+from riffradio.station.state import StationState
+from riffradio.station.types import Clip
+
+RATE = 44100
+
+
+def _tone_clip(index: int, hz: float, seconds: float = 2.0) -> Clip:
+    t = np.arange(int(seconds * RATE)) / RATE
+    wave = (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+    request = RiffRequest(f"tone {hz:g} Hz", f"tone {hz:g} Hz", index, index + 1)
+    return Clip(index, request, np.stack([wave, wave]), RATE)
+
+
+def _dominant_hz(audio: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    return float(np.fft.rfftfreq(len(audio), 1 / RATE)[np.argmax(spectrum)])
+
+
+class _Collect:
+    """The fan-out's place: hands blocks straight to one sink (the real fan-out is tested by its stage)."""
+
+    def __init__(self, sink: FileSink) -> None:
+        self.sink = sink
+
+    def push(self, block) -> None:  # type: ignore[no-untyped-def]
+        self.sink.write(block)
+
+
+def test_the_cue_sheet_matches_the_audio(tmp_path: Path) -> None:
+    tones = [220.0, 330.0, 495.0, 660.0]
+    buffer = CrossfadeBuffer(2, RATE, crossfade_seconds=0.2)
+    for index, hz in enumerate(tones):
+        buffer.push(_tone_clip(index, hz))
+    sink = FileSink(tmp_path / "tones.wav", cue_path=tmp_path / "tones.cue.jsonl")
+    sink.open()
+    consumer = Consumer(
+        buffer, _Collect(sink), StationState(), StationMetrics(), RATE, 2, realtime=False, max_frames=int(7.0 * RATE)
+    )
+    consumer.start()
+    assert consumer.finished.wait(60)
+    sink.close()
+    audio, rate = soundfile.read(tmp_path / "tones.wav")
+    assert rate == RATE and len(audio) == int(7.0 * RATE)
+    cue = [json.loads(line) for line in (tmp_path / "tones.cue.jsonl").read_text().splitlines()]
+    assert [entry["clip_index"] for entry in cue] == [0, 1, 2, 3]
+    for number, entry in enumerate(cue):
+        assert entry["title"] == f"tone {tones[number]:g} Hz"
+        start = int(entry["time_seconds"] * RATE)
+        end = int(cue[number + 1]["time_seconds"] * RATE) if number + 1 < len(cue) else len(audio)
+        # away from the crossfades, what the cue sheet says is what plays
+        middle = audio[start + int(0.15 * RATE) : end - int(0.15 * RATE), 0]
+        assert _dominant_hz(middle) == pytest.approx(tones[number], abs=3)
+        assert entry["fallback"] is False
+
+
+def test_factory_options_and_numbered_files(tmp_path: Path) -> None:
+    spec = OutputSpec("file", {"path": str(tmp_path / "rec" / "a.flac")}, line=3, column=5)
+    sink = file_sink_from_spec(spec)
+    assert sink.cue_path == tmp_path / "rec" / "a.cue.jsonl"
+    assert check_output(OutputSpec("file", {"path": "a.flac", "cue": False, "overwrite": True})) is None
+    assert "unknown file option 'pth'" in str(check_output(OutputSpec("file", {"pth": "a.flac"})))
+    assert "needs 'path" in str(check_output(OutputSpec("file", {})))
+    with pytest.raises(Exception, match=r"^station.yaml:7:5: output: unknown output type 'nope'"):
+        create_sinks([OutputSpec("nope", {}, line=7, column=5)], "station.yaml")
+    # an existing recording is never overwritten: the next one is numbered
+    sink.open()
+    sink.close()
+    again = file_sink_from_spec(spec)
+    again.open()
+    assert again.current_path == tmp_path / "rec" / "a.1.flac"
+    again.close()
+
+
+@pytest.mark.parametrize("suffix", [".flac", ".wav", ".ogg"])
+def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"crash{suffix}"
+    script = textwrap.dedent(
+        f"""
+        import os, sys, numpy as np
+        from riffradio.engine.request import RiffRequest
+        from riffradio.sinks.file import FileSink
+        from riffradio.station.types import AudioBlock, NowPlaying
+        sink = FileSink({str(path)!r}, cue_path={str(path.with_suffix(".cue.jsonl"))!r}, flush_seconds=0.5)
+        sink.open()
+        request = RiffRequest("a", "a", 1, 2)
+        rng = np.random.default_rng(0)
+        for number in range(60):  # 60 blocks of 2048 frames: 2.8 s
+            samples = (0.1 * rng.standard_normal((2, 2048))).astype(np.float32)
+            now = NowPlaying(number // 20, "a", request, 0.0)
+            sink.write(AudioBlock(samples, 44100, number * 2048, now))
+        print("written", flush=True)
+        os.kill(os.getpid(), 9)  # no close(): a crash or a power cut
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "written" in result.stdout and result.returncode == -9, result.stderr
+    audio, rate = soundfile.read(path)
+    assert rate == RATE
+    assert len(audio) / RATE >= 2.0  # everything up to the last flush (0.5 s) is there
+    cue = [json.loads(line) for line in path.with_suffix(".cue.jsonl").read_text().splitlines()]
+    assert [entry["clip_index"] for entry in cue] == [0, 1, 2]
+
+
+def test_consumer_volume_is_ramped_and_live(tmp_path: Path) -> None:
+    buffer = CrossfadeBuffer(2, RATE, crossfade_seconds=0.1)
+    buffer.push(_tone_clip(0, 440.0, seconds=3.0))
+    state = StationState()
+    blocks = []
+
+    class Keep:
+        def push(self, block) -> None:  # type: ignore[no-untyped-def]
+            blocks.append(block)
+            if len(blocks) == 10:
+                state.set_volume(0.25)
+
+    consumer = Consumer(buffer, Keep(), state, StationMetrics(), RATE, 2, realtime=False, max_frames=RATE)
+    started = time.monotonic()
+    consumer.start()
+    assert consumer.finished.wait(30)
+    assert time.monotonic() - started < 10
+    audio = np.concatenate([b.samples for b in blocks], axis=1)[0]
+    assert [b.start_frame for b in blocks] == [n * 2048 for n in range(len(blocks))]
+    before = np.abs(audio[5 * 2048 : 9 * 2048]).max()
+    after = np.abs(audio[13 * 2048 :]).max()
+    assert after == pytest.approx(before / 4, rel=0.02)
+    assert np.abs(np.diff(audio)).max() < 0.1  # no click where the volume changed
