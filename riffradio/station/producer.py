@@ -89,6 +89,8 @@ class Producer:
         lookahead_clips: clips queued ahead of the one playing before the producer waits.
         loudness_lufs: loudness target of every clip (BS.1770).
         keep_images: keep each clip's spectrogram image (for a video output).
+        stop_on_error: raise the first generation error (offline render) instead of logging it
+            and retrying while the buffer keeps playing (live).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Producer:
         lookahead_clips: int = 2,
         loudness_lufs: float = -14.0,
         keep_images: bool = True,
+        stop_on_error: bool = False,
     ) -> None:
         self.playlist = playlist
         self.state = state
@@ -114,6 +117,7 @@ class Producer:
         self.lookahead_clips = lookahead_clips
         self.loudness_lufs = loudness_lufs
         self.keep_images = keep_images
+        self.stop_on_error = stop_on_error
         self.position: PlanPosition = START
         self.realtime_factor = 0.0
         self.last_generation_seconds = 0.0
@@ -153,6 +157,8 @@ class Producer:
                 self.idle.clear()
                 clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned)
             except Exception as error:  # noqa: BLE001 - one bad clip must not stop the music
+                if self.stop_on_error:
+                    raise
                 self._failures += 1
                 backoff = min(_MAX_FAILURE_BACKOFF_SECONDS, 0.5 * 2 ** min(self._failures, 5))
                 log.error(

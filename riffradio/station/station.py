@@ -51,6 +51,17 @@ def describe_request(request: RiffRequest, clip_index: int) -> dict[str, Any]:
     }
 
 
+def _raise_producer_error(task: asyncio.Task[None]) -> None:
+    """Re-raise a finished producer's error as one line."""
+    if task.cancelled() or task.exception() is None:
+        return
+    error = task.exception()
+    if isinstance(error, RiffradioError):
+        raise error
+    message = str(error).splitlines()[0] if str(error) else ""
+    raise RiffradioError(f"clip generation failed: {type(error).__name__}: {message}") from error
+
+
 class Station:
     """One radio station.
 
@@ -271,6 +282,7 @@ class Station:
             self.producer = Producer(
                 self.playlist, self.state, self.engine, self.vocoder, self.buffer, SAMPLE_RATE_HZ, self.metrics,
                 lookahead_clips=station.lookahead_clips, loudness_lufs=station.loudness_lufs,
+                stop_on_error=not self.realtime,
             )  # fmt: skip
             producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
             self.consumer = Consumer(
@@ -283,7 +295,7 @@ class Station:
             # The clock starts with the first clip, so the first block is music, not silence.
             while self.buffer.pending_clips == 0 and not self._stop_requested:
                 if producer_task.done():
-                    producer_task.result()
+                    _raise_producer_error(producer_task)
                     raise RiffradioError("the producer stopped before the first clip")
                 await asyncio.wait([asyncio.ensure_future(self._stop_event.wait())], timeout=0.05)
             if self._stop_requested:
@@ -298,8 +310,8 @@ class Station:
             stop = asyncio.ensure_future(self._stop_event.wait())
             await asyncio.wait([finished, stop, producer_task], return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
-            if producer_task.done() and not producer_task.cancelled() and producer_task.exception():
-                raise RiffradioError(f"the producer failed: {producer_task.exception()}")
+            if producer_task.done():
+                _raise_producer_error(producer_task)
             if self.consumer.error is not None:
                 raise RiffradioError(f"the audio clock failed: {self.consumer.error}")
         finally:
