@@ -1,0 +1,34 @@
+"""Hot reload: a valid playlist switches at the next clip; a broken one changes nothing."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from riffradio.playlist import load_playlist
+from riffradio.station.station import Station
+
+
+def test_reload_switches_or_keeps_the_old_playlist(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text("riffs:\n  - {prompt: a}\n  - {prompt: b}\n  - {prompt: c}\n")
+    station = Station(load_playlist(path), sinks=[])
+    station.state.goto_riff(2)
+    path.write_text("riffs:\n  - {prompt: x}\n  - {prompt: y, clips: 0}\n  - {promt: z}\n")
+    caplog.set_level(logging.INFO)
+    errors = station.reload(path)
+    assert [e.split(": ")[0] for e in errors] == [f"{path}:3:24", f"{path}:4:5", f"{path}:4:6"]
+    assert [r.prompt for r in station.playlist.riffs] == ["a", "b", "c"]  # still the old one
+    assert any(f"{path}:3:24" in record.getMessage() for record in caplog.records)
+
+    path.write_text("riffs:\n  - {prompt: x}\n  - {prompt: y}\n")
+    assert station.reload(path) == []
+    assert [r.prompt for r in station.playlist.riffs] == ["x", "y"]
+    assert station.state.riff_count == 2 and station.state.snapshot().riff_index == 0
+    station.state.goto_riff(1)  # the new bounds apply to control at once
+    with pytest.raises(ValueError):
+        station.state.goto_riff(2)
+    now = station.nowplaying()
+    assert now["now"] is None and now["underruns"] == 0 and now["outputs"] == []
