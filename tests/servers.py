@@ -551,8 +551,13 @@ def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
 
 
-def match_audio(received: np.ndarray, received_rate_hz: int, reference: Music) -> tuple[float, float]:
+def match_audio(
+    received: np.ndarray, received_rate_hz: int, reference: Music, probe_seconds: float = 4.0, skip_seconds: float = 0.5
+) -> tuple[float, float]:
     """Where ``received`` (mono) sits in ``reference`` and how alike they are.
+
+    ``probe_seconds`` of ``received``, from ``skip_seconds`` in (past codec start-up delay, so
+    the true lag is not negative), are looked for in the reference.
 
     Returns (offset_seconds into the reference, correlation coefficient at that offset, 1 = identical).
     A lossy codec at the bit rates we use gives about 0.9 or more for the right music, near 0 otherwise.
@@ -563,8 +568,8 @@ def match_audio(received: np.ndarray, received_rate_hz: int, reference: Music) -
 
     g = gcd(received_rate_hz, reference.sample_rate_hz)
     ref = resample_poly(reference.samples.mean(axis=0), received_rate_hz // g, reference.sample_rate_hz // g)
-    skip = received_rate_hz // 2  # past codec start-up delay, so the true lag is not negative
-    probe = received[skip : skip + 4 * received_rate_hz].astype(np.float64)  # 4 s is plenty
+    skip = int(skip_seconds * received_rate_hz)
+    probe = received[skip : skip + int(probe_seconds * received_rate_hz)].astype(np.float64)
     probe = probe - probe.mean()
     corr = fftconvolve(ref, probe[::-1], mode="valid")
     lag = int(np.argmax(np.abs(corr)))
