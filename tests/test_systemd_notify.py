@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,14 @@ def test_a_child_process_reads_the_environment_like_a_service(manager: ManagerSo
     env = dict(os.environ, NOTIFY_SOCKET=manager.address, WATCHDOG_USEC="30000000")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
     assert manager.pending() == [{"READY": "1", "STATUS": "started"}, {"WATCHDOG": "1"}]
+
+
+def test_a_manager_that_does_not_read_never_blocks_the_clock(manager: ManagerSocket) -> None:
+    """Unix datagram queues are short (net.unix.max_dgram_qlen); a full one must not stall a block."""
+    notifier = Notifier({"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "2000000"})
+    started = time.monotonic()
+    sent = [notifier.status(f"block {i}") for i in range(2000)]
+    assert time.monotonic() - started < 5.0
+    assert sent[0] and not all(sent)  # the queue filled up and later messages were dropped
+    manager.pending()  # systemd reads again
+    assert Watchdog(notifier).pet()

@@ -83,6 +83,9 @@ def nowplaying_document(station: StationView) -> dict[str, Any]:
     document = dict(station.nowplaying())
     if "outputs" not in document:
         document["outputs"] = [output_document(status) for status in station.fanout_statuses()]
+    for output in document["outputs"]:
+        if isinstance(output, dict):
+            output.setdefault("connected", output.get("state") == "connected")
     document.setdefault("served_at", round(time.time(), 3))
     return document
 

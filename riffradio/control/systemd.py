@@ -46,8 +46,9 @@ class Notifier:
     def notify(self, **fields: str | int) -> bool:
         """Send one datagram of ``KEY=VALUE`` lines, e.g. ``notify(READY=1, STATUS="on air")``.
 
-        Returns True if it was sent. A send failure is logged once and never raised: systemd
-        going away must not take the music down with it.
+        Returns True if it was sent. The send never blocks (the audio clock calls this): when the
+        manager's queue is full the message is dropped. A failure is logged once and never
+        raised: systemd going away must not take the music down with it.
         """
         if not self.enabled:
             return False
@@ -56,6 +57,7 @@ class Notifier:
             try:
                 if self._socket is None:
                     self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                    self._socket.setblocking(False)
                 self._socket.sendto(message.encode("utf-8"), self.address)
             except OSError as error:
                 if not self._warned:
@@ -123,11 +125,11 @@ class Watchdog:
         now = self._clock()
         if self._last_pet is not None and now - self._last_pet < self.pet_interval_seconds:
             return False
+        if not self.notifier.watchdog():
+            return False  # try again at the next block
         self._last_pet = now
-        if self.notifier.watchdog():
-            self.pets_sent += 1
-            return True
-        return False
+        self.pets_sent += 1
+        return True
 
 
 def _watchdog_seconds(env: Mapping[str, str]) -> float | None:
