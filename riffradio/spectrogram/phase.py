@@ -3,10 +3,9 @@
 PGHI (Průša, Balazs & Søndergaard 2017) estimates the phase gradient from the gradient of the
 log magnitude, as if the Hann window were a Gaussian of the same time-frequency spread
 (``λ = 0.25645 · L²``), and integrates it. This is the frame-by-frame ("real-time") variant,
-vectorised over channels and bins: in each frame the spectral peaks continue their phase from
-the previous frame (integration along time) and every other bin takes its phase from the peak of
-its spectral lobe (integration along frequency) — the same order a heap of magnitudes visits
-them in, without a Python heap over ~10⁶ bins.
+vectorised over clips and bins: each bin continues the phase of the bin a heap of magnitudes
+would reach it from (integration along time, then along frequency), without a Python heap over
+~10⁶ bins.
 
 Fast Griffin-Lim (Perraudin, Balazs & Søndergaard 2013) then refines it: Griffin-Lim's
 projections with a momentum term (0.99). Everything is torch, batched over clips, so the same
@@ -27,75 +26,92 @@ from riffradio.spectrogram.params import SpectrogramParams
 HANN_GAUSSIAN_LAMBDA_PER_L2 = 0.25645
 
 
+def _phase_sources(magnitude: np.ndarray) -> np.ndarray:
+    """For every bin of every frame, the bin whose previous-frame phase it continues.
+
+    This is the order a heap of magnitudes (RTPGHI) visits the bins in: a bin is reached along
+    the widest path — the one whose weakest visited bin is strongest — that starts at some bin
+    ``k`` of the previous frame, steps in time to bin ``k``, then walks along frequency. Since it
+    depends on magnitudes only, two scans along frequency (up and down) settle it for all frames
+    at once. Frame 0 starts from its strongest bin.
+    """
+    batch, bins, frames = magnitude.shape
+    previous = np.zeros_like(magnitude)
+    previous[:, :, 1:] = magnitude[:, :, :-1]
+    previous[np.arange(batch), np.argmax(magnitude[:, :, 0], axis=1), 0] = np.inf
+    best = []
+    for order in (range(bins), range(bins - 1, -1, -1)):
+        width = np.empty_like(magnitude)
+        source = np.empty(magnitude.shape, dtype=np.int64)
+        last = None
+        for m in order:
+            if last is None:
+                width[:, m], source[:, m] = previous[:, m], m
+            else:
+                through = np.minimum(width[:, last], magnitude[:, last])
+                from_time = previous[:, m] >= through
+                width[:, m] = np.where(from_time, previous[:, m], through)
+                source[:, m] = np.where(from_time, m, source[:, last])
+            last = m
+        best.append((width, source))
+    (width_up, source_up), (width_down, source_down) = best
+    return np.where(width_up >= width_down, source_up, source_down)
+
+
 def pghi_phase(
     magnitude: torch.Tensor,
     hop_length_samples: int,
     n_fft_samples: int,
     win_length_samples: int,
-    tolerance_db: float = 50.0,
+    tolerance_db: float = 60.0,
 ) -> torch.Tensor:
     """Phase (radians, torch's STFT convention) for ``magnitude`` of shape ``(..., bins, frames)``.
 
+    Runs in numpy float64 on the CPU (it is sequential over frames); the result goes back to
+    ``magnitude``'s device.
+
     Args:
-        magnitude: non-negative STFT magnitudes, ``bins = n_fft // 2 + 1``.
+        magnitude: non-negative STFT magnitudes, ``bins = n_fft // 2 + 1`` (trailing all-zero
+            bins, e.g. above the mel range, may be cut off by the caller).
         hop_length_samples: hop between frames.
         n_fft_samples: FFT length the bins belong to.
         win_length_samples: Hann window length (centred in the FFT frame).
         tolerance_db: bins more than this far below the clip's maximum get phase 0.
     """
     shape = magnitude.shape
-    mag = magnitude.reshape(-1, *shape[-2:]).to(torch.float64)
+    mag = magnitude.detach().reshape(-1, *shape[-2:]).cpu().numpy().astype(np.float64)
     batch, bins, frames = mag.shape
     lam = HANN_GAUSSIAN_LAMBDA_PER_L2 * win_length_samples**2
-    log_mag = torch.log(mag + mag.amax(dim=(1, 2), keepdim=True) * 1e-12 + 1e-30)
-
-    # Gradients of the log magnitude by central differences (one-sided at the edges).
-    def derivative(values: torch.Tensor, dim: int) -> torch.Tensor:
-        return torch.gradient(values, dim=dim)[0]
-
-    # Phase advance per frame (radians) at each bin: 2π·hop·(m + δ)/N with δ from ∂log|X|/∂m.
-    bin_index = torch.arange(bins, dtype=torch.float64, device=mag.device)[None, :, None]
+    peak = mag.max(axis=(1, 2), keepdims=True)
+    log_mag = np.log(mag + peak * 1e-10 + 1e-30)
+    bin_index = np.arange(bins)[None, :, None]
+    # Window-centre convention: phase advance per frame is 2π·hop·(m + δ)/N with the
+    # frequency offset δ = N²/(2πλ)·∂log|X|/∂m; phase step per bin is −2π/N × the local
+    # time offset λ/(2π·hop)·∂log|X|/∂n.
     time_step = (
         2 * math.pi * hop_length_samples * bin_index / n_fft_samples
-        + hop_length_samples * n_fft_samples / lam * derivative(log_mag, 1)
+        + hop_length_samples * n_fft_samples / lam * np.gradient(log_mag, axis=1)
     )
-    # Phase step per bin (radians): −2π/N × (local group delay in samples), from ∂log|X|/∂n.
-    freq_step = -(lam / (n_fft_samples * hop_length_samples)) * derivative(log_mag, 2)
-
-    floor = mag.amax(dim=(1, 2), keepdim=True) * 10 ** (-tolerance_db / 20)
-    significant = mag > floor
-    # Trapezoid steps along frequency, cumulated so any bin's offset from its peak is a difference.
-    freq_cumulative = torch.cumsum(
-        torch.nn.functional.pad((freq_step[:, 1:] + freq_step[:, :-1]) / 2, (0, 0, 1, 0)), dim=1
+    freq_step = -(lam / (n_fft_samples * hop_length_samples)) * np.gradient(log_mag, axis=2)
+    # Trapezoid steps along frequency, cumulated: the walk from bin k to bin m is a difference.
+    freq_walk = np.concatenate(
+        [np.zeros((batch, 1, frames)), np.cumsum((freq_step[:, 1:] + freq_step[:, :-1]) / 2, axis=1)], axis=1
     )
-
-    # Lobe = run of bins between two local minima; its peak is its largest bin.
-    left = torch.nn.functional.pad(mag[:, :-1], (0, 0, 1, 0), value=-1.0)
-    is_valley = (mag < left) & (mag <= torch.nn.functional.pad(mag[:, 1:], (0, 0, 0, 1), value=float("inf")))
-    is_valley[:, 0] = True
-    lobe = torch.cumsum(is_valley.to(torch.int64), dim=1) - 1  # (batch, bins, frames)
-    num_lobes = int(lobe.max()) + 1
-    # Index of each lobe's peak bin: scatter-reduce argmax via (magnitude, index) packing.
-    order_key = mag / (mag.amax() + 1e-30)  # in [0, 1]
-    packed = torch.floor(order_key * 1e9) * (bins + 1) + bin_index.expand_as(mag)
-    lobe_best = torch.full((batch, num_lobes, frames), -1.0, dtype=torch.float64, device=mag.device)
-    lobe_best = lobe_best.scatter_reduce(1, lobe, packed, reduce="amax")
-    peak_of_bin = torch.gather(torch.remainder(lobe_best, bins + 1), 1, lobe).to(torch.int64)
-
-    phase = torch.zeros_like(mag)
-    previous = torch.zeros(batch, bins, dtype=torch.float64, device=mag.device)
+    significant = mag > peak * 10 ** (-tolerance_db / 20)
+    sources = _phase_sources(mag)
+    rows = np.arange(batch)[:, None]
+    phase = np.zeros_like(mag)
+    previous = np.zeros((batch, bins))
     for frame in range(frames):
-        if frame == 0:
-            peak_phase = torch.zeros(batch, bins, dtype=torch.float64, device=mag.device)
-        else:
-            peak_phase = previous + (time_step[:, :, frame - 1] + time_step[:, :, frame]) / 2
-        peaks = peak_of_bin[:, :, frame]
-        cumulative = freq_cumulative[:, :, frame]
-        current = torch.gather(peak_phase, 1, peaks) + cumulative - torch.gather(cumulative, 1, peaks)
-        current = torch.where(significant[:, :, frame], current, torch.zeros_like(current))
-        phase[:, :, frame] = current
-        previous = current
-    return centre_phase_convention(phase).to(magnitude.dtype).reshape(shape)
+        start = previous + (time_step[:, :, frame - 1] + time_step[:, :, frame]) / 2 if frame else previous
+        source = sources[:, :, frame]
+        walk = freq_walk[:, :, frame]
+        current = start[rows, source] + walk - walk[rows, source]
+        previous = np.where(significant[:, :, frame], current, 0.0)
+        phase[:, :, frame] = previous
+    # Back to torch's convention (phase referenced to the frame start): add π·m.
+    phase = np.remainder(phase + math.pi * (bin_index % 2), 2 * math.pi)
+    return torch.from_numpy(phase).to(device=magnitude.device, dtype=magnitude.dtype).reshape(shape)
 
 
 def fast_griffin_lim(
@@ -122,12 +138,6 @@ def fast_griffin_lim(
         current = projected + momentum * (projected - previous)
         previous = projected
     return istft(previous if iterations else current, params, length_samples)
-
-
-def centre_phase_convention(phase: torch.Tensor) -> torch.Tensor:
-    """Convert a phase in the window-centre convention to torch's frame-start convention (or back)."""
-    bins = phase.shape[-2]
-    return torch.remainder(phase + math.pi * (torch.arange(bins, device=phase.device) % 2)[:, None], 2 * math.pi)
 
 
 def spectral_convergence_db(reference: np.ndarray, estimate: np.ndarray) -> float:

