@@ -1,6 +1,6 @@
 """The contract every output (speakers, file, Icecast, RTMP) fulfils.
 
-A sink is plain blocking code. The station's fan-out (``riffradio.station.fanout``) gives each
+A sink is plain blocking code. The station's fan-out (``riffradio.sinks.fanout``) gives each
 sink its own thread and bounded queue, calls :meth:`Sink.open` (again, with backoff, after a
 failure), :meth:`Sink.write` for each block and :meth:`Sink.close` at the end, so a slow or
 dead sink never stalls the audio clock or the other sinks. A sink owns the timeouts of its own
