@@ -353,21 +353,9 @@ class RiffEngine:
             ]
             mask = torch.cat(masks).to(device=device, dtype=dtype)
 
-        # 5. Timesteps: Riffusion's img2img cut. With its checkpoint (PNDM, steps_offset 1) and
-        # 50 steps at strength 0.75 this is 38 UNet calls starting at timesteps[13].
+        # 5. Timesteps: the schedule cut by the strength, as Riffusion's img2img cuts it.
         steps = requests[0].num_inference_steps
-        scheduler.set_timesteps(steps)
-        offset = scheduler.config.get("steps_offset", 0)
-        init_timestep = min(int(steps * batch[0].strength) + offset, steps)
-        t_start = max(steps - init_timestep + offset, 0)
-        timesteps = scheduler.timesteps[t_start:].to(device)
-        if len(timesteps) == 0:
-            raise RiffradioError(
-                f"denoising {batch[0].strength:g} with {steps} steps runs no denoising step: raise the steps or"
-                " the denoising strength"
-            )
-        if hasattr(scheduler, "set_begin_index"):  # sigma-indexed schedulers start mid-schedule
-            scheduler.set_begin_index(t_start)
+        timesteps = img2img_timesteps(scheduler, steps, batch[0].strength).to(device)
 
         # 6. Noise the init latents to the first timestep of the loop.
         latents = scheduler.add_noise(init_latents_orig, noise, timesteps[:1].repeat(len(batch)))
@@ -407,6 +395,31 @@ class RiffEngine:
             RiffResult(request=r, image=image, latents=latents[i : i + 1], timings_seconds=dict(share))
             for i, (r, image) in enumerate(zip(requests, images))
         ]
+
+
+def img2img_timesteps(scheduler: Any, num_inference_steps: int, strength: float) -> torch.Tensor:
+    """The timesteps an img2img run at ``strength`` denoises, Riffusion's way; sets up ``scheduler``.
+
+    With Riffusion's checkpoint (PNDM, skip_prk_steps, steps_offset 1), 50 steps at strength
+    0.75 give 38 timesteps starting at ``timesteps[13]``; the init latents are noised to the
+    first of them. Other schedulers run ``int(steps * strength)`` timesteps.
+
+    Raises:
+        RiffradioError: the strength is so low that no step would run.
+    """
+    scheduler.set_timesteps(num_inference_steps)
+    offset = scheduler.config.get("steps_offset", 0)
+    init_timestep = min(int(num_inference_steps * strength) + offset, num_inference_steps)
+    t_start = max(num_inference_steps - init_timestep + offset, 0)
+    timesteps = scheduler.timesteps[t_start:]
+    if len(timesteps) == 0:
+        raise RiffradioError(
+            f"denoising {strength:g} with {num_inference_steps} steps runs no denoising step:"
+            " raise the steps or the denoising strength"
+        )
+    if hasattr(scheduler, "set_begin_index"):  # sigma-indexed schedulers start mid-schedule
+        scheduler.set_begin_index(t_start)
+    return timesteps
 
 
 def _guide(noise_pred: torch.Tensor, scales: list[float]) -> torch.Tensor:
