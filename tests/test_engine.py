@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from riffradio.engine.loading import stock_img2img_pipeline
 from riffradio.engine.pipeline import LruCache, RiffEngine, img2img_timesteps
 from riffradio.engine.request import RiffRequest, RiffResult
 from riffradio.errors import RiffradioError
@@ -63,25 +64,13 @@ def unet_calls(engine: RiffEngine) -> Iterator[list[int]]:
 
 
 def test_riff_matches_stock_img2img_bit_for_bit(engine: RiffEngine) -> None:
-    from diffusers import StableDiffusionImg2ImgPipeline
-
     request = _request(start_guidance=7.5)
     result = engine.riff(request)
     assert result.image.size == (512, 512) and result.image.mode == "RGB"
     assert result.latents is not None and result.latents.shape == (1, 4, 64, 64)
 
     model = engine.model
-    stock = StableDiffusionImg2ImgPipeline(
-        vae=model.vae,
-        text_encoder=model.text_encoder,
-        tokenizer=model.tokenizer,
-        unet=model.unet,
-        scheduler=type(model.scheduler).from_config(model.scheduler.config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    stock.set_progress_bar_config(disable=True)
+    stock = stock_img2img_pipeline(model)
     from riffradio.spectrogram.seeds import load_seed_image
 
     with torch.inference_mode():

@@ -346,3 +346,22 @@ def load_model(
         device=torch_device,
         dtype=torch_dtype,
     )
+
+
+def stock_img2img_pipeline(model: LoadedModel) -> Any:
+    """diffusers' stock ``StableDiffusionImg2ImgPipeline`` on the same components (and a fresh
+    scheduler of the same kind): the reference that tests and benchmarks compare the engine with."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    stock = StableDiffusionImg2ImgPipeline(
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenizer=model.tokenizer,
+        unet=model.unet,
+        scheduler=type(model.scheduler).from_config(model.scheduler.config),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    stock.set_progress_bar_config(disable=True)
+    return stock
