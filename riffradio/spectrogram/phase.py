@@ -19,7 +19,6 @@ import math
 import numpy as np
 import torch
 
-from riffradio.spectrogram.mel import istft, stft
 from riffradio.spectrogram.params import SpectrogramParams
 
 # Time-frequency spread of a Gaussian that matches a Hann window of length L: λ = 0.25645 L².
@@ -114,6 +113,48 @@ def pghi_phase(
     return torch.from_numpy(phase).to(device=magnitude.device, dtype=magnitude.dtype).reshape(shape)
 
 
+class _FramePair:
+    """A consistent STFT / inverse STFT pair on one grid, cheaper than torch.stft/istft in a loop.
+
+    Frames are centred (reflect padding, like :func:`~riffradio.spectrogram.mel.stft`); the
+    inverse is the least-squares overlap-add with the window-power envelope computed once.
+    """
+
+    def __init__(self, params: SpectrogramParams, n_fft: int, frames: int, length_samples: int, device: torch.device) -> None:
+        self.n_fft, self.frames, self.length = n_fft, frames, length_samples
+        self.hop = params.hop_length_samples
+        window = torch.hann_window(params.win_length_samples, periodic=True, dtype=torch.float32, device=device)
+        left = (n_fft - window.numel()) // 2
+        self.window = torch.nn.functional.pad(window, (left, n_fft - window.numel() - left))
+        self.span = (frames - 1) * self.hop + n_fft  # samples the frames cover, padding included
+        envelope = torch.nn.functional.fold(
+            (self.window**2)[None, :, None].expand(1, n_fft, frames),
+            output_size=(1, self.span), kernel_size=(1, n_fft), stride=(1, self.hop),
+        ).reshape(-1)
+        self.inverse_envelope = 1.0 / envelope.clamp(min=1e-6)
+
+    def analyse(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(batch, samples)`` → complex ``(batch, bins, frames)``."""
+        pad = self.n_fft // 2
+        padded = torch.nn.functional.pad(audio[:, None], (pad, pad), mode="reflect")[:, 0]
+        needed = self.span - padded.shape[-1]
+        if needed > 0:
+            padded = torch.nn.functional.pad(padded, (0, needed))
+        frames = padded.unfold(-1, self.n_fft, self.hop)[:, : self.frames] * self.window
+        return torch.fft.rfft(frames, dim=-1).transpose(1, 2)
+
+    def synthesise(self, spectrum: torch.Tensor) -> torch.Tensor:
+        """complex ``(batch, bins, frames)`` → ``(batch, length_samples)``."""
+        # irfft zero-pads missing top bins, so a spectrum cut above its last non-zero bin is fine.
+        frames = torch.fft.irfft(spectrum.transpose(1, 2), n=self.n_fft, dim=-1) * self.window
+        summed = torch.nn.functional.fold(
+            frames.transpose(1, 2), output_size=(1, self.span), kernel_size=(1, self.n_fft), stride=(1, self.hop)
+        ).reshape(spectrum.shape[0], -1)
+        audio = summed * self.inverse_envelope
+        start = self.n_fft // 2
+        return audio[:, start : start + self.length]
+
+
 def fast_griffin_lim(
     magnitude: torch.Tensor,
     phase: torch.Tensor,
@@ -127,17 +168,26 @@ def fast_griffin_lim(
     ``bins`` may be any ``n_fft // 2 + 1`` (e.g. the unpadded 4 410-point grid); hop and window
     come from ``params``.
     """
-    n_fft = (magnitude.shape[-2] - 1) * 2
-    target = magnitude.to(torch.float32)
-    current = torch.polar(target, phase.to(torch.float32))
+    shape = magnitude.shape
+    n_fft = (shape[-2] - 1) * 2
+    target = magnitude.reshape(-1, *shape[-2:]).to(torch.float32)
+    # Bins whose target is zero everywhere (above the mel range) stay zero: skip them.
+    nonzero = torch.nonzero(target.amax(dim=(0, 2)) > 0)
+    active = int(nonzero.max()) + 1 if nonzero.numel() else 1
+    target = target[:, :active]
+    pair = _FramePair(params, n_fft, shape[-1], length_samples, target.device)
+    start = torch.polar(target, phase.reshape(-1, *shape[-2:])[:, :active].to(torch.float32))
+    # Real views (…, 2) of the complex spectra: torch's complex element-wise ops are slow on CPU.
+    current = torch.view_as_real(start)
     previous = current
+    scale_target = target[..., None]
     for _ in range(iterations):
-        audio = istft(current, params, length_samples)
-        rebuilt = stft(audio, params, n_fft_samples=n_fft)[..., : target.shape[-1]]
-        projected = torch.polar(target, torch.angle(rebuilt))
+        rebuilt = torch.view_as_real(pair.analyse(pair.synthesise(torch.view_as_complex(current)))[:, :active])
+        norm = torch.sqrt(rebuilt.square().sum(dim=-1, keepdim=True)).clamp_(min=1e-12)
+        projected = rebuilt * (scale_target / norm)
         current = projected + momentum * (projected - previous)
         previous = projected
-    return istft(previous if iterations else current, params, length_samples)
+    return pair.synthesise(torch.view_as_complex(previous.contiguous())).reshape(*shape[:-2], length_samples)
 
 
 def spectral_convergence_db(reference: np.ndarray, estimate: np.ndarray) -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,16 +25,30 @@ from riffradio.spectrogram.phase import fast_griffin_lim, pghi_phase
 __all__ = ["REFERENCE_PEAK_DBFS", "Vocoder", "audio_to_image", "image_to_audio", "mel_to_audio"]
 
 REFERENCE_PEAK_DBFS = -1.0
-DEFAULT_FGLA_ITERATIONS = 16
+DEFAULT_FGLA_ITERATIONS = 32
+
+
+@dataclass(frozen=True)
+class _InverseMelOperators:
+    """A (mels × active grid bins) as COO triplets, its clipped-pseudo-inverse start, step size."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    pseudo_inverse: np.ndarray
+    lipschitz: float
+    num_mels: int
+    active_bins: int
 
 
 @functools.lru_cache(maxsize=8)
-def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """(A, pinv(A), Lipschitz constant); A maps the grid's lowest bins to mel amplitudes.
+def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> _InverseMelOperators:
+    """A maps the grid's lowest bins to mel amplitudes.
 
     The mel bands were computed on the zero-padded ``n_fft`` grid; a coarser grid (the unpadded
     window length) samples the same spectrum at every ``n_fft / grid`` th bin, so A is the mel
-    filterbank times linear interpolation from the coarse grid to the padded one.
+    filterbank times linear interpolation from the coarse grid to the padded one. Each grid bin
+    touches only a few neighbouring bands, so A is kept sparse (≈ 3 000 non-zeros).
     """
     filterbank = mel_filterbank(params).astype(np.float64)  # (padded bins, mels)
     padded_bins = filterbank.shape[0]
@@ -52,32 +67,51 @@ def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> tuple[
     # Bins above the top mel band stay zero: solve only for those below it.
     active_bins = int(np.nonzero(forward.any(axis=0))[0].max()) + 1
     forward = forward[:, :active_bins]
-    pseudo_inverse = np.linalg.pinv(forward, rcond=1e-6)
-    lipschitz = float(np.linalg.norm(forward, 2) ** 2)
-    return forward.astype(np.float32), pseudo_inverse.astype(np.float32), lipschitz
+    rows, cols = np.nonzero(forward)
+    return _InverseMelOperators(
+        rows=rows,
+        cols=cols,
+        values=forward[rows, cols].astype(np.float32),
+        pseudo_inverse=np.linalg.pinv(forward, rcond=1e-6).astype(np.float32),
+        lipschitz=float(np.linalg.norm(forward, 2) ** 2),
+        num_mels=forward.shape[0],
+        active_bins=active_bins,
+    )
 
 
 def inverse_mel(
     mel: torch.Tensor, params: SpectrogramParams, grid_n_fft: int, iterations: int = 10
 ) -> torch.Tensor:
-    """Non-negative least-squares linear magnitudes ``(..., grid bins, frames)`` for ``mel``.
+    """Non-negative least-squares linear magnitudes ``(..., active bins, frames)`` for ``mel``.
 
-    Only the bins up to the top mel band are returned (the rest are zero); 10 iterations
-    reach the converged error within 0.05 dB on real music.
-
-    Starts from the clipped pseudo-inverse and runs accelerated projected gradient (FISTA)
-    on all frames at once: a few batched matrix products, no per-column solver, no SGD.
+    Only the bins up to the top mel band are returned (the rest are zero). Starts from the
+    clipped pseudo-inverse and runs accelerated projected gradient (FISTA) on all frames at once
+    with the sparse A: no per-column solver, no SGD. 10 iterations reach the converged error
+    within 0.05 dB on real music.
     """
-    forward_np, pinv_np, lipschitz = _inverse_mel_operators(params, grid_n_fft)
-    forward = torch.from_numpy(forward_np).to(mel.device)
-    pinv = torch.from_numpy(pinv_np).to(mel.device)
-    gram = forward.T @ forward
-    target = forward.T @ mel  # (..., bins, frames)
-    estimate = torch.clamp(pinv @ mel, min=0.0)
+    operators = _inverse_mel_operators(params, grid_n_fft)
+    device = mel.device
+    rows = torch.from_numpy(operators.rows).to(device)
+    cols = torch.from_numpy(operators.cols).to(device)
+    values = torch.from_numpy(operators.values).to(device)[:, None]
+
+    def forward(magnitude: torch.Tensor) -> torch.Tensor:  # (..., bins, frames) → (..., mels, frames)
+        out = magnitude.new_zeros(*magnitude.shape[:-2], operators.num_mels, magnitude.shape[-1])
+        return out.index_add_(-2, rows, magnitude.index_select(-2, cols) * values)
+
+    def adjoint(residual: torch.Tensor) -> torch.Tensor:  # (..., mels, frames) → (..., bins, frames)
+        out = residual.new_zeros(*residual.shape[:-2], operators.active_bins, residual.shape[-1])
+        return out.index_add_(-2, cols, residual.index_select(-2, rows) * values)
+
+    mel = mel.to(torch.float32)
+    target = adjoint(mel)
+    step = 1.0 / operators.lipschitz
+    estimate = torch.clamp(torch.from_numpy(operators.pseudo_inverse).to(device) @ mel, min=0.0)
     momentum_point = estimate
     t = 1.0
     for _ in range(iterations):
-        updated = torch.clamp(momentum_point - (gram @ momentum_point - target) / lipschitz, min=0.0)
+        gradient = adjoint(forward(momentum_point)) - target
+        updated = torch.clamp(momentum_point - step * gradient, min=0.0)
         t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
         momentum_point = updated + ((t - 1) / t_next) * (updated - estimate)
         estimate, t = updated, t_next
@@ -145,6 +179,7 @@ class Vocoder:
     ) -> None:
         self.params = params
         self.device = torch.device(device)
+        _inverse_mel_operators(params, params.win_length_samples)  # build the cached operators now
 
     def image_to_audio(self, image: Image.Image) -> np.ndarray:
         """Float32 ``(channels, samples)`` at ``sample_rate_hz``, peak at ``REFERENCE_PEAK_DBFS``."""

@@ -1,0 +1,141 @@
+"""Benchmark: riffradio's vocoder vs a faithful Riffusion converter, on real music.
+
+For each 5.12 s excerpt of planetblupi's tracks (tests/music.py): encode with Riffusion's formula,
+decode with each vocoder, and print
+
+- seconds per clip, wall and CPU (process time, all threads; after one warm-up clip) — on a
+  shared machine the CPU time is the steadier figure,
+- spectral convergence 20·log10(‖|S|−|Ŝ|‖/‖|S|‖), |S| = the original's STFT magnitude on
+  Riffusion's 17 640-point grid, over 0–10 000 Hz (the band the image holds) and over the
+  full band; |Ŝ| is scaled by its least-squares gain first (both decoders define their own level),
+- consistency: the same measure between the image's mel and the mel re-analysed from the audio.
+
+The baseline is Riffusion's converter written from its published algorithm: mel amplitudes with
+max value 30e6, torchaudio's (≤ 2.0) InverseMelScale — SGD from torch.rand, 200 iterations, lr 0.1,
+momentum 0.9, clamped at 0 — then torchaudio's GriffinLim, 32 iterations, momentum 0.99, random
+initial phase, on the 17 640-point grid.
+
+Run: ``python3 bench/vocoder.py`` (add ``--quick`` for two excerpts and no baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from riffradio.spectrogram.image import audio_to_image, image_to_mel  # noqa: E402
+from riffradio.spectrogram.mel import audio_to_mel, hann_window, mel_filterbank, stft  # noqa: E402
+from riffradio.spectrogram.params import SpectrogramParams  # noqa: E402
+from riffradio.spectrogram.phase import spectral_convergence_db  # noqa: E402
+from riffradio.spectrogram.vocoder import Vocoder  # noqa: E402
+from tests.music import EXCERPTS, music_excerpt  # noqa: E402
+
+PARAMS = SpectrogramParams()
+BAND_BINS = 4001  # bins 0 … 10 000 Hz on the 17 640-point grid
+
+
+def riffusion_converter(image, seed: int = 0) -> np.ndarray:
+    """Riffusion's image → audio, from its published algorithm (SGD inverse mel + Griffin-Lim)."""
+    generator = torch.Generator().manual_seed(seed)
+    mel = torch.from_numpy(image_to_mel(image, PARAMS, max_value=30e6))  # (1, mels, frames)
+    filterbank = torch.from_numpy(mel_filterbank(PARAMS).copy())  # (freq, mels)
+    # torchaudio.transforms.InverseMelScale (≤ 2.0): SGD on a random non-negative spectrogram.
+    melspec = mel.transpose(-1, -2)
+    specgram = torch.rand(melspec.shape[0], melspec.shape[1], filterbank.shape[0], generator=generator)
+    specgram.requires_grad_(True)
+    optimiser = torch.optim.SGD([specgram], lr=0.1, momentum=0.9)
+    previous_loss = float("inf")
+    for _ in range(200):
+        optimiser.zero_grad()
+        loss = (melspec - specgram.matmul(filterbank)).pow(2).sum(dim=-1).mean()
+        loss.backward()
+        optimiser.step()
+        specgram.data = specgram.data.clamp(min=0)
+        if loss.item() < 1e-5 or abs(previous_loss - loss.item()) < 1e-8:
+            break
+        previous_loss = loss.item()
+    magnitude = specgram.detach().clamp(min=0).transpose(-1, -2)
+    # torchaudio.functional.griffinlim with momentum 0.99 and random initial phase.
+    window = hann_window(PARAMS)
+    kwargs = dict(n_fft=PARAMS.n_fft_samples, hop_length=PARAMS.hop_length_samples, win_length=PARAMS.win_length_samples, window=window)
+    angles = torch.rand(magnitude.shape, dtype=torch.complex64, generator=generator)
+    tprev = torch.tensor(0.0)
+    momentum = 0.99
+    for _ in range(32):
+        inverse = torch.istft(magnitude * angles, **kwargs)
+        rebuilt = torch.stft(inverse, center=True, pad_mode="reflect", normalized=False, onesided=True, return_complex=True, **kwargs)
+        angles = rebuilt - tprev.mul_(momentum / (1 + momentum))
+        angles = angles.div(angles.abs().add(1e-16))
+        tprev = rebuilt
+    return torch.istft(magnitude * angles, **kwargs).numpy()
+
+
+def _gain_matched_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    gain = float((reference * estimate).sum() / max(float((estimate * estimate).sum()), 1e-30))
+    return spectral_convergence_db(reference, gain * estimate)
+
+
+def measure(original: np.ndarray, image, audio: np.ndarray) -> dict[str, float]:
+    frames = 511  # columns both decoders cover
+    samples = min(original.shape[-1], audio.shape[-1])
+    reference = stft(torch.from_numpy(original[..., :samples]), PARAMS).abs().numpy()[..., :frames]
+    estimate = stft(torch.from_numpy(np.ascontiguousarray(audio[..., :samples])), PARAMS).abs().numpy()[..., :frames]
+    image_mel = image_to_mel(image, PARAMS)[..., :frames]
+    audio_mel = audio_to_mel(np.ascontiguousarray(audio[..., :samples]), PARAMS)[..., :frames]
+    return {
+        "sc_band_db": _gain_matched_db(reference[..., :BAND_BINS, :], estimate[..., :BAND_BINS, :]),
+        "sc_full_db": _gain_matched_db(reference, estimate),
+        "consistency_db": _gain_matched_db(image_mel, audio_mel),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two excerpts, no Riffusion baseline")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    excerpts = EXCERPTS[:2] if args.quick else EXCERPTS
+    vocoder = Vocoder(PARAMS, "cpu")
+    methods = {"riffradio (PGHI + 32 FGLA, 4410 grid)": vocoder.image_to_audio}
+    if not args.quick:
+        methods["Riffusion converter (SGD 200 + GLA 32)"] = riffusion_converter
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()}")
+    clips = []
+    for track, start in excerpts:
+        original = music_excerpt(track, start)
+        clips.append((f"{track}@{start:g}s", original, audio_to_image(original, PARAMS.sample_rate_hz, PARAMS)))
+    vocoder.image_to_audio(clips[0][2])  # warm-up: caches, thread pools
+    rows = []
+    for name, decode in methods.items():
+        for label, original, image in clips:
+            started, started_cpu = time.perf_counter(), time.process_time()
+            audio = decode(image)
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - started_cpu
+            figures = measure(original, image, audio)
+            figures["cpu_s"] = cpu_seconds
+            rows.append((name, label, seconds, figures))
+            print(f"{name:42s} {label:18s} {seconds:6.2f} s wall {cpu_seconds:6.2f} s CPU  SC 0–10 kHz {figures['sc_band_db']:6.2f} dB  "
+                  f"SC full {figures['sc_full_db']:6.2f} dB  consistency {figures['consistency_db']:6.2f} dB", flush=True)
+    print(f"load average after: {os.getloadavg()}")
+    print("\n| vocoder | wall s/clip (mean) | CPU s/clip (mean) | SC 0–10 kHz (mean dB) | SC full band (mean dB) | consistency (mean dB) |")
+    print("|---|---|---|---|---|---|")
+    for name in methods:
+        mine = [row for row in rows if row[0] == name]
+        mean = lambda key: np.mean([row[3][key] for row in mine])  # noqa: E731
+        print(f"| {name} | {np.mean([row[2] for row in mine]):.2f} | {mean('cpu_s'):.2f} | {mean('sc_band_db'):.1f} | "
+              f"{mean('sc_full_db'):.1f} | {mean('consistency_db'):.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
