@@ -47,7 +47,9 @@ DTYPE_NAMES: dict[str, str] = {
     "bf16": "bfloat16",
 }
 
-# Measured by bench/engine.py on the dev VM (docs/benchmarks.md): see DEFAULT_CPU_DTYPE_REASON.
+# float32 on the CPU: it is the dtype Riffusion runs there (so images match it bit for bit), and
+# bfloat16's UNet speed-up on the dev VM (docs/benchmarks.md, bench/engine.py) does not make a
+# CPU real-time; pass --dtype bfloat16 to trade exactness for speed.
 DEFAULT_CPU_DTYPE = "float32"
 
 
