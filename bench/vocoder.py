@@ -15,7 +15,8 @@ max value 30e6, torchaudio's (≤ 2.0) InverseMelScale — SGD from torch.rand, 
 momentum 0.9, clamped at 0 — then torchaudio's GriffinLim, 32 iterations, momentum 0.99, random
 initial phase, on the 17 640-point grid.
 
-Run: ``python3 bench/vocoder.py`` (add ``--quick`` for two excerpts and no baseline).
+Run: ``python3 bench/vocoder.py`` (``--quick``: two excerpts, no baseline; ``--no-baseline``;
+``--threads N``: torch threads).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def measure(original: np.ndarray, image, audio: np.ndarray) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two excerpts, no Riffusion baseline")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the Riffusion converter")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -107,7 +109,7 @@ def main() -> int:
     excerpts = EXCERPTS[:2] if args.quick else EXCERPTS
     vocoder = Vocoder(PARAMS, "cpu")
     methods = {"riffradio (PGHI + 32 FGLA, 4410 grid)": vocoder.image_to_audio}
-    if not args.quick:
+    if not (args.quick or args.no_baseline):
         methods["Riffusion converter (SGD 200 + GLA 32)"] = riffusion_converter
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()}")
     clips = []
