@@ -37,7 +37,7 @@ def decoded(excerpts: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def test_round_trip_on_real_music_within_bound(excerpts, decoded) -> None:
-    # Measured −19.9 and −21.8 dB; Riffusion's converter gets about −15.5 dB (bench/vocoder.py).
+    # Measured −20.2 and −23.2 dB; Riffusion's converter −16.6 and −19.2 dB (bench/vocoder.py).
     for original, audio in zip(excerpts, decoded):
         assert audio.shape == (1, PARAMS.clip_samples) and audio.dtype == np.float32
         assert band_convergence_db(original, audio) < -18.0

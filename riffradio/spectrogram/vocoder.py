@@ -172,6 +172,10 @@ class Vocoder:
     Args:
         params: spectrogram parameters; EXIF tags in an image override them for that image.
         device: torch device for the maths ("cpu", "cuda", "mps", ...).
+
+    Cost on CPU: about 0.9 s of one core per 5.12 s clip (docs/benchmarks.md). On a small
+    machine shared with the diffusion engine, one torch thread (``torch.set_num_threads(1)``,
+    the application's choice) is faster than two threads waiting for each other.
     """
 
     def __init__(
