@@ -320,10 +320,10 @@ def test_broken_playlist_reload_keeps_playing(drill: DrillStation) -> None:
 
 
 def test_engine_stalled_longer_than_the_buffer(drill: DrillStation) -> None:
-    """A riff with ten times the steps: one clip takes far longer than the 5.12 s buffer holds."""
+    """A riff with 30 times the steps: one clip takes far longer than the 5.12 s buffer holds."""
     reference = drill.output("file:" + str(drill.reference))
     underruns, fallback = drill.metric("riffradio_underruns_total"), drill.metric("riffradio_fallback_seconds_total")
-    drill.write_playlist("  - {prompt: stalled engine, seed: 7, clips: 1, steps: 40}")  # picked up by the file watcher
+    drill.write_playlist("  - {prompt: stalled engine, seed: 7, clips: 1, steps: 120}")  # picked up by the file watcher
     stalled = wait_until(
         lambda: (n := drill.nowplaying()["next"]) and n["prompt"] == "stalled engine" and n.get("generating") and n,
         120, "the slow clip to start")  # fmt: skip
@@ -331,7 +331,7 @@ def test_engine_stalled_longer_than_the_buffer(drill: DrillStation) -> None:
     clock = ClockWatch(drill)
     drill.write_playlist("  - {prompt: recovered, seed: 9, clips: 50}")  # the next clip is quick again
     drill.process.send_signal(signal.SIGHUP)
-    assert stalled["steps"] == 40
+    assert stalled["steps"] == 120
     saw_fallback = False
 
     def slow_clip_done() -> bool:
