@@ -283,6 +283,7 @@ def test_recording_disk_full(drill: DrillStation) -> None:
     # 24-bit FLAC fills 1 MiB within seconds of play
     full = wait_until(lambda: (o := drill.output(name))["state"] != "connected" and o, 90, "the small disk full")
     assert full["state"] == "reconnecting" and full["last_error"], full
+    wait_until(lambda: "no space left" in drill.output(name)["last_error"], 30, "a disk-full error that says so")
     assert shutil.disk_usage(drill.small_disk).free < 64 * 1024
     first_part = drill.small_disk / "recording.flac"
     kept = soundfile.info(str(first_part))  # what fit is a readable recording
@@ -373,3 +374,5 @@ def test_sigterm_finalises_within_five_seconds(drill: DrillStation) -> None:
     # after the disk grew, the recording went on in a new file (recording.N.flac)
     parts = sorted(drill.small_disk.glob("recording.*.flac"), key=lambda p: p.stat().st_mtime)
     assert parts and soundfile.info(str(parts[-1])).frames > 44100, parts
+    # retries while the disk was full left no empty recordings behind: one new part only
+    assert len(parts) == 1, parts

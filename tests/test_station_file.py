@@ -21,7 +21,7 @@ from riffradio.sinks.registry import check_output, create_sinks
 from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.consumer import Consumer
 from riffradio.station.state import StationState
-from riffradio.station.types import Clip
+from riffradio.station.types import AudioBlock, Clip, NowPlaying
 
 RATE = 44100
 
@@ -84,8 +84,14 @@ def test_factory_options_and_numbered_files(tmp_path: Path) -> None:
     assert "needs 'path" in str(check_output(OutputSpec("file", {})))
     with pytest.raises(Exception, match=r"^station.yaml:7:5: output: unknown output type 'nope'"):
         create_sinks([OutputSpec("nope", {}, line=7, column=5)], "station.yaml")
+    # an opened recording that got no audio leaves no empty file behind
+    sink.open()
+    sink.close()
+    assert not sink.path.exists() and not sink.cue_path.exists()
     # an existing recording is never overwritten: the next one is numbered
     sink.open()
+    now = NowPlaying(clip_index=0, title="a", request=RiffRequest("a", "a", 1, 2), offset_seconds=0.0)
+    sink.write(AudioBlock(np.zeros((1, 4410), np.float32), 44100, 0, now))
     sink.close()
     again = file_sink_from_spec(spec)
     again.open()

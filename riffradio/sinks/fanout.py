@@ -117,7 +117,6 @@ class _SinkWorker:
                 if self.metrics is not None:
                     self.metrics.sink_reconnects.labels(sink=self.name).inc()
             self._set_state("connected")
-            retry_seconds = self.first_retry_seconds
             failed_once = False
 
             # 2. write until the queue is drained at close, or a write fails
@@ -140,6 +139,10 @@ class _SinkWorker:
                     retry_seconds = min(retry_seconds * 2, self.max_retry_seconds)
                     break
                 pending = None
+                # Only a block that went out proves the sink works again: an output that opens
+                # and then fails at once (a full disk, a server that drops the source) keeps
+                # backing off instead of re-opening every first_retry_seconds.
+                retry_seconds = self.first_retry_seconds
                 self.status.blocks_written += 1
                 self.status.bytes_sent += sent
                 if self.metrics is not None and sent:

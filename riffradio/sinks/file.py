@@ -11,8 +11,10 @@ A new recording never overwrites an old one unless asked (``overwrite: true``, w
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,6 +26,22 @@ FORMATS: dict[str, str] = {".flac": "FLAC", ".wav": "WAV", ".ogg": "OGG"}
 SUBTYPES: dict[str, str] = {"FLAC": "PCM_24", "WAV": "PCM_24", "OGG": "VORBIS"}
 FILE_OPTIONS = ("path", "cue", "overwrite", "flush_seconds")
 _FLAC_STREAMINFO_OFFSET = 8  # after "fLaC" and the metadata block header
+# Below this much free space a new recording is not started: it would fail within a second and
+# leave an empty file behind at every retry.
+MIN_FREE_BYTES = 256 * 1024
+
+
+def _disk_full_error(directory: Path, action: str) -> OSError | None:
+    """An ENOSPC error naming ``directory`` when it has less than MIN_FREE_BYTES free, else None."""
+    try:
+        free_bytes = shutil.disk_usage(directory).free
+    except OSError:
+        return None
+    if free_bytes >= MIN_FREE_BYTES:
+        return None
+    return OSError(
+        errno.ENOSPC, f"no space left on the recording disk {directory} ({free_bytes} bytes free) {action}"
+    )
 
 
 def cue_path_for(path: Path) -> Path:
@@ -123,6 +141,9 @@ class FileSink(Sink):
     def open(self) -> None:
         path, cue = self._paths()
         path.parent.mkdir(parents=True, exist_ok=True)
+        full = _disk_full_error(path.parent, f"to start {path.name}")
+        if full is not None:
+            raise full
         # Create the file now so a read-only directory fails at open, not at the first block.
         with open(path, "wb"):
             pass
@@ -159,10 +180,21 @@ class FileSink(Sink):
             self._cue.write(json.dumps(cue_entry(now, self._frames / block.sample_rate_hz)) + "\n")
             self._cue.flush()
             self._last_key = key
-        self._sound.write(block.samples.T)
-        self._frames += block.frames
-        if self._frames - self._frames_at_flush >= self.flush_seconds * block.sample_rate_hz:
-            self.flush()
+        try:
+            self._sound.write(block.samples.T)
+            self._frames += block.frames
+            if self._frames - self._frames_at_flush >= self.flush_seconds * block.sample_rate_hz:
+                self.flush()
+        except Exception as error:
+            # libsndfile says only "System error." when the disk is full: say what happened.
+            full = _disk_full_error(
+                self.current_path.parent,
+                f"writing {self.current_path.name} ({self._frames / block.sample_rate_hz:.1f} s kept, "
+                "readable up to the last flush)",
+            )
+            if full is not None:
+                raise full from error
+            raise
         return int(block.samples.shape[0] * block.frames * 3)  # approximate: 24-bit before compression
 
     def flush(self) -> None:
@@ -190,6 +222,12 @@ class FileSink(Sink):
                 handle.close()
             except Exception:  # noqa: BLE001 - a broken output (full disk) must still close
                 pass
+        if self._frames == 0:
+            # Opened but nothing recorded (the disk filled at once, or stopped before the first
+            # block): leave no empty file behind.
+            for leftover in (self.current_path, self.current_cue_path):
+                if leftover is not None and leftover.exists() and leftover.stat().st_size <= 4096:
+                    leftover.unlink(missing_ok=True)
 
 
 def file_sink_from_spec(spec: OutputSpec) -> FileSink:
