@@ -26,6 +26,7 @@ __all__ = ["REFERENCE_PEAK_DBFS", "Vocoder", "audio_to_image", "image_to_audio",
 
 REFERENCE_PEAK_DBFS = -1.0
 DEFAULT_FGLA_ITERATIONS = 32
+LANCZOS_TAPS = 4  # coarse-to-padded magnitude interpolation in the inverse mel (Lanczos-2)
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,12 @@ def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> _Inver
 
     The mel bands were computed on the zero-padded ``n_fft`` grid; a coarser grid (the unpadded
     window length) samples the same spectrum at every ``n_fft / grid`` th bin, so A is the mel
-    filterbank times linear interpolation from the coarse grid to the padded one. Each grid bin
-    touches only a few neighbouring bands, so A is kept sparse (≈ 3 000 non-zeros).
+    filterbank times interpolation from the coarse grid to the padded one. Zero padding
+    interpolates the complex spectrum with a sinc; within a window's main lobe the phases agree,
+    so the magnitudes follow the same sinc: a Lanczos-2 kernel (4 taps, mirrored at 0 Hz) models
+    the padded magnitudes better than linear interpolation (magnitude error 2 dB lower,
+    spectral convergence 0.5 dB lower on real music; docs/benchmarks.md). Each grid bin touches only a few
+    neighbouring bands, so A is kept sparse.
     """
     filterbank = mel_filterbank(params).astype(np.float64)  # (padded bins, mels)
     padded_bins = filterbank.shape[0]
@@ -57,12 +62,15 @@ def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> _Inver
     grid_hz = np.arange(grid_bins) * params.sample_rate_hz / grid_n_fft
     # Interpolation matrix (padded bins × grid bins).
     position = np.interp(padded_hz, grid_hz, np.arange(grid_bins))
-    lower = np.floor(position).astype(int)
-    upper = np.minimum(lower + 1, grid_bins - 1)
-    weight = position - lower
     interp = np.zeros((padded_bins, grid_bins))
-    interp[np.arange(padded_bins), lower] += 1 - weight
-    interp[np.arange(padded_bins), upper] += weight
+    for offset in range(-LANCZOS_TAPS // 2 + 1, LANCZOS_TAPS // 2 + 1):
+        source = np.floor(position).astype(int) + offset
+        distance = position - source
+        weight = np.sinc(distance) * np.sinc(distance / (LANCZOS_TAPS // 2))
+        # |X| is even about 0 Hz and about Nyquist: mirror the taps that fall outside.
+        source = np.abs(source)
+        source = np.where(source > grid_bins - 1, 2 * (grid_bins - 1) - source, source)
+        np.add.at(interp, (np.arange(padded_bins), source), weight)
     forward = filterbank.T @ interp  # (mels, grid bins)
     # Bins above the top mel band stay zero: solve only for those below it.
     active_bins = int(np.nonzero(forward.any(axis=0))[0].max()) + 1
