@@ -257,3 +257,17 @@ def test_lru_cache_is_bounded_and_counts() -> None:
     # a, b made; a hit; c made (evicts b); b made (evicts a); a made.
     assert made == ["a", "b", "c", "b", "a"]
     assert (cache.hits, cache.misses, len(cache)) == (1, 5, 2)
+
+
+def test_should_cancel_abandons_the_riff_between_unet_steps(engine: RiffEngine) -> None:
+    from riffradio.engine.request import RiffCancelled
+
+    asked: list[int] = []
+
+    def cancel_on_third_step() -> bool:
+        asked.append(1)
+        return len(asked) >= 3
+
+    with pytest.raises(RiffCancelled):
+        engine.riff(_request(num_inference_steps=8), cancel_on_third_step)
+    assert len(asked) == 3  # asked before each step, stopped at the first True

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +111,9 @@ class DelayedEngine:
         self.delay_seconds = delay_seconds
         self.device = engine.device
 
-    def riff(self, request: RiffRequest) -> RiffResult:
+    def riff(self, request: RiffRequest, should_cancel: Callable[[], bool] | None = None) -> RiffResult:
         time.sleep(self.delay_seconds)
-        return self.engine.riff(request)
+        return self.engine.riff(request, should_cancel)
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ import numpy as np
 
 from riffradio.engine.interpolation import lerp, mix, slerp
 from riffradio.engine.loading import DEFAULT_MODEL, LoadedModel, is_out_of_memory, load_model, out_of_memory_message
-from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.engine.request import RiffCancelled, RiffRequest, RiffResult
 from riffradio.errors import RiffradioError
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ KeyT = TypeVar("KeyT", bound=Hashable)
 ValueT = TypeVar("ValueT")
 
 TIMING_KEYS: tuple[str, ...] = ("text", "vae_encode", "unet", "vae_decode", "other")
+
+CancelCheck = Callable[[], bool]
 
 
 class LruCache(Generic[KeyT, ValueT]):
@@ -206,12 +208,20 @@ class RiffEngine:
         """The loaded components (tokenizer, text encoder, UNet, VAE, scheduler)."""
         return self._model
 
-    def riff(self, request: RiffRequest) -> RiffResult:
+    def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> RiffResult:
         """Run one riff; see :meth:`riff_batch`."""
-        return self.riff_batch([request])[0]
+        return self.riff_batch([request], should_cancel)[0]
 
-    def riff_batch(self, requests: Sequence[RiffRequest]) -> list[RiffResult]:
+    def riff_batch(
+        self, requests: Sequence[RiffRequest], should_cancel: CancelCheck | None = None
+    ) -> list[RiffResult]:
         """Run several riffs, sharing UNet batches between requests with the same schedule.
+
+        Args:
+            requests: the riffs to make.
+            should_cancel: asked before every UNet step; when it returns True the riff is
+                abandoned with :class:`RiffCancelled` (the station uses it to drop a clip the
+                DJ has just made obsolete, instead of finishing it).
 
         Returns:
             One result per request, in order. Each result's ``timings_seconds`` holds its share
@@ -220,6 +230,7 @@ class RiffEngine:
         Raises:
             RiffradioError: an invalid request, an image that cannot be loaded, or out of memory
                 even for a single riff.
+            RiffCancelled: ``should_cancel`` returned True.
         """
         import torch
 
@@ -234,7 +245,7 @@ class RiffEngine:
             for indices in groups.values():
                 for chunk_start in range(0, len(indices), self.max_batch_size):
                     chunk = indices[chunk_start : chunk_start + self.max_batch_size]
-                    for index, result in zip(chunk, self._run_splitting([prepared[i] for i in chunk])):
+                    for index, result in zip(chunk, self._run_splitting([prepared[i] for i in chunk], should_cancel)):
                         result.timings_seconds["other"] += prepare_seconds
                         results[index] = result
         return [result for result in results if result is not None]
@@ -264,12 +275,12 @@ class RiffEngine:
             item.init_image.size,
         )
 
-    def _run_splitting(self, batch: list[_Prepared]) -> list[RiffResult]:
+    def _run_splitting(self, batch: list[_Prepared], should_cancel: CancelCheck | None) -> list[RiffResult]:
         """Run a batch; on out-of-memory halve it (and remember the size) until one riff fails."""
         import torch
 
         try:
-            return self._run_batch(batch)
+            return self._run_batch(batch, should_cancel)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
             if not is_out_of_memory(error):
                 raise
@@ -281,7 +292,7 @@ class RiffEngine:
                 ) from None
             half = len(batch) // 2
             self.max_batch_size = max(1, half)
-            return self._run_splitting(batch[:half]) + self._run_splitting(batch[half:])
+            return self._run_splitting(batch[:half], should_cancel) + self._run_splitting(batch[half:], should_cancel)
 
     def _embed_text(self, text: str) -> torch.Tensor:
         """CLIP embedding (1, 77, D) of one prompt, padded to the tokenizer's length."""
@@ -303,7 +314,7 @@ class RiffEngine:
         pixels = preprocess_image(image).to(device=self.device, dtype=self.dtype)
         return self._model.vae.encode(pixels).latent_dist
 
-    def _run_batch(self, batch: list[_Prepared]) -> list[RiffResult]:
+    def _run_batch(self, batch: list[_Prepared], should_cancel: CancelCheck | None = None) -> list[RiffResult]:
         """Steps 2–8 for requests that share a schedule (see the module docstring)."""
         import torch
         from diffusers.utils.torch_utils import randn_tensor
@@ -365,6 +376,8 @@ class RiffEngine:
         # 7. Denoising loop with classifier-free guidance and the optional mask blend.
         scales = [item.guidance_scale for item in batch]
         for t in timesteps:
+            if should_cancel is not None and should_cancel():
+                raise RiffCancelled(f"riff cancelled at timestep {int(t)}")
             latent_model_input = torch.cat([latents] * 2) if guided else latents
             latent_model_input = scheduler.scale_model_input(latent_model_input, t)
             noise_pred = unet(latent_model_input, t, encoder_hidden_states=text_embeddings).sample

@@ -3,8 +3,9 @@
 Each step (1) snapshots the station state, (2) on a new state version drops queued clips of
 older versions and rewinds the plan to just after the clip playing, (3) waits while
 ``lookahead_clips`` are already queued, (4) plans the next clip (a pure function), (5) runs
-engine + vocoder + loudness normalisation in a worker thread and (6) queues the clip in the
-buffer, where a clip of a newer state version cuts in at once.
+engine + vocoder + loudness normalisation in a worker thread — abandoning the riff between UNet
+steps if the state changes meanwhile — and (6) queues the clip in the buffer, where a clip of a
+newer state version cuts in at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from riffradio.engine.request import RiffRequest
+from riffradio.engine.request import RiffCancelled, RiffRequest
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import Playlist
 from riffradio.station.buffer import CrossfadeBuffer
@@ -37,7 +38,7 @@ _MAX_FAILURE_BACKOFF_SECONDS = 10.0
 
 
 class Engine(Protocol):
-    def riff(self, request: RiffRequest) -> Any: ...
+    def riff(self, request: RiffRequest, should_cancel: Callable[[], bool] | None = None) -> Any: ...
 
 
 class Vocoder(Protocol):
@@ -81,7 +82,7 @@ class Producer:
     Args:
         playlist: what to play (replaced by :meth:`switch_playlist` on reload).
         state: the live state, snapshotted before each clip is planned.
-        engine: anything with ``riff(request) -> RiffResult`` (``RiffEngine``).
+        engine: anything with ``riff(request, should_cancel) -> RiffResult`` (``RiffEngine``).
         vocoder: anything with ``image_to_audio(image) -> (channels, samples)`` (``Vocoder``).
         buffer: where clips go.
         sample_rate_hz: the vocoder's output rate.
@@ -156,6 +157,13 @@ class Producer:
             try:
                 self.idle.clear()
                 clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned)
+            except RiffCancelled:
+                # The DJ changed the state while this clip was being made: it would be dropped
+                # on arrival anyway, so stop it now and make the new state's clip next.
+                self.clips_dropped += 1
+                self.metrics.clips_dropped.inc()
+                log.info("clip %d: abandoned mid-generation, the station state changed", planned.index)
+                continue
             except Exception as error:  # noqa: BLE001 - one bad clip must not stop the music
                 if self.stop_on_error:
                     raise
@@ -210,7 +218,8 @@ class Producer:
     def generate(self, planned: PlannedClip) -> tuple[Clip, float]:
         """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread)."""
         started = time.perf_counter()
-        result = self.engine.riff(planned.request)
+        version = planned.state_version
+        result = self.engine.riff(planned.request, should_cancel=lambda: self.state.snapshot().version != version)
         audio = np.asarray(self.vocoder.image_to_audio(result.image), dtype=np.float32)
         if audio.ndim == 1:
             audio = audio[None, :]
