@@ -260,7 +260,7 @@ def test_lru_cache_is_bounded_and_counts() -> None:
 
 
 def test_should_cancel_abandons_the_riff_between_unet_steps(engine: RiffEngine) -> None:
-    from riffradio.engine.request import RiffCancelled
+    from riffradio.errors import Cancelled
 
     asked: list[int] = []
 
@@ -268,6 +268,6 @@ def test_should_cancel_abandons_the_riff_between_unet_steps(engine: RiffEngine) 
         asked.append(1)
         return len(asked) >= 3
 
-    with pytest.raises(RiffCancelled):
+    with pytest.raises(Cancelled):
         engine.riff(_request(num_inference_steps=8), cancel_on_third_step)
     assert len(asked) == 3  # asked before each step, stopped at the first True

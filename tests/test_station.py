@@ -174,6 +174,10 @@ def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
     assert live, cue
     # the change was planned next: right after the clip in the making (if any) when it came
     assert live[0]["clip_index"] == change["next_index"]
+    if change["in_flight"] is not None:
+        # ...and that old-state clip was never heard: abandoned mid-generation (or dropped)
+        assert all(entry["clip_index"] != change["in_flight"] for entry in cue)
+        assert station.producer is not None and station.producer.clips_dropped >= 1
     assert not live[0]["fallback"]
     # ...and cut in as soon as it was ready: heard within one crossfade of its arrival, long
     # before the fallback loop of the clip playing would have ended

@@ -83,3 +83,20 @@ def test_pghi_beats_zero_phase_on_true_magnitude() -> None:
     pghi_db = spectral_convergence_db(reference, stft(rebuilt, PARAMS, n_fft_samples=4410).abs().numpy())
     zero_db = spectral_convergence_db(reference, stft(zero, PARAMS, n_fft_samples=4410).abs().numpy())
     assert pghi_db < -14.0 and pghi_db < zero_db - 10.0
+
+
+def test_should_cancel_abandons_the_decode_between_griffin_lim_iterations(excerpts) -> None:
+    from riffradio.errors import Cancelled
+
+    asked: list[int] = []
+
+    def cancel_on_fifth_iteration() -> bool:
+        asked.append(1)
+        return len(asked) >= 5
+
+    image = audio_to_image(excerpts[0], 44100, PARAMS)
+    with pytest.raises(Cancelled):
+        Vocoder().image_to_audio(image, cancel_on_fifth_iteration)
+    assert len(asked) == 5  # asked before each iteration, stopped at the first True
+    # never True: the same audio as without a check
+    np.testing.assert_array_equal(Vocoder().image_to_audio(image, lambda: False), Vocoder().image_to_audio(image))

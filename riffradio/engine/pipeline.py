@@ -33,8 +33,8 @@ import numpy as np
 
 from riffradio.engine.interpolation import lerp, mix, slerp
 from riffradio.engine.loading import DEFAULT_MODEL, LoadedModel, is_out_of_memory, load_model, out_of_memory_message
-from riffradio.engine.request import RiffCancelled, RiffRequest, RiffResult
-from riffradio.errors import RiffradioError
+from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.errors import CancelCheck, Cancelled, RiffradioError
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +44,6 @@ KeyT = TypeVar("KeyT", bound=Hashable)
 ValueT = TypeVar("ValueT")
 
 TIMING_KEYS: tuple[str, ...] = ("text", "vae_encode", "unet", "vae_decode", "other")
-
-CancelCheck = Callable[[], bool]
 
 
 class LruCache(Generic[KeyT, ValueT]):
@@ -220,7 +218,7 @@ class RiffEngine:
         Args:
             requests: the riffs to make.
             should_cancel: asked before every UNet step; when it returns True the riff is
-                abandoned with :class:`RiffCancelled` (the station uses it to drop a clip the
+                abandoned with :class:`~riffradio.errors.Cancelled` (the station uses it to drop a clip the
                 DJ has just made obsolete, instead of finishing it).
 
         Returns:
@@ -230,7 +228,7 @@ class RiffEngine:
         Raises:
             RiffradioError: an invalid request, an image that cannot be loaded, or out of memory
                 even for a single riff.
-            RiffCancelled: ``should_cancel`` returned True.
+            Cancelled: ``should_cancel`` returned True.
         """
         import torch
 
@@ -377,7 +375,7 @@ class RiffEngine:
         scales = [item.guidance_scale for item in batch]
         for t in timesteps:
             if should_cancel is not None and should_cancel():
-                raise RiffCancelled(f"riff cancelled at timestep {int(t)}")
+                raise Cancelled(f"riff cancelled at timestep {int(t)}")
             latent_model_input = torch.cat([latents] * 2) if guided else latents
             latent_model_input = scheduler.scale_model_input(latent_model_input, t)
             noise_pred = unet(latent_model_input, t, encoder_hidden_states=text_embeddings).sample

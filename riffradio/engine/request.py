@@ -71,7 +71,3 @@ class RiffResult:
     image: Image.Image
     latents: torch.Tensor | None = None
     timings_seconds: dict[str, float] = field(default_factory=dict)
-
-
-class RiffCancelled(Exception):
-    """A riff was abandoned between UNet steps because its ``should_cancel`` returned True."""

@@ -19,6 +19,7 @@ import math
 import numpy as np
 import torch
 
+from riffradio.errors import CancelCheck, Cancelled
 from riffradio.spectrogram.params import SpectrogramParams
 
 # Time-frequency spread of a Gaussian that matches a Hann window of length L: λ = 0.25645 L².
@@ -162,11 +163,13 @@ def fast_griffin_lim(
     length_samples: int,
     iterations: int,
     momentum: float = 0.99,
+    should_cancel: CancelCheck | None = None,
 ) -> torch.Tensor:
     """Refine ``phase`` for ``magnitude`` ``(..., bins, frames)`` and return audio ``(..., length_samples)``.
 
     ``bins`` may be any ``n_fft // 2 + 1`` (e.g. the unpadded 4 410-point grid); hop and window
-    come from ``params``.
+    come from ``params``. ``should_cancel`` is asked before every iteration; True raises
+    :class:`~riffradio.errors.Cancelled`.
     """
     shape = magnitude.shape
     n_fft = (shape[-2] - 1) * 2
@@ -181,7 +184,9 @@ def fast_griffin_lim(
     current = torch.view_as_real(start)
     previous = current
     scale_target = target[..., None]
-    for _ in range(iterations):
+    for iteration in range(iterations):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled(f"Griffin-Lim cancelled at iteration {iteration}")
         rebuilt = torch.view_as_real(pair.analyse(pair.synthesise(torch.view_as_complex(current)))[:, :active])
         norm = torch.sqrt(rebuilt.square().sum(dim=-1, keepdim=True)).clamp_(min=1e-12)
         projected = rebuilt * (scale_target / norm)

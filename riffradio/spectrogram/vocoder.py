@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from riffradio.errors import RiffradioError
+from riffradio.errors import CancelCheck, RiffradioError
 from riffradio.spectrogram.image import audio_to_image, image_to_mel, max_value_from_image, params_from_image
 from riffradio.spectrogram.mel import mel_filterbank
 from riffradio.spectrogram.params import SpectrogramParams
@@ -131,6 +131,7 @@ def mel_to_audio(
     params: SpectrogramParams,
     fgla_iterations: int = DEFAULT_FGLA_ITERATIONS,
     grid_n_fft: int | None = None,
+    should_cancel: CancelCheck | None = None,
 ) -> torch.Tensor:
     """Audio ``(..., channels, samples)`` for mel amplitudes ``(..., channels, mels, frames)``, not normalised.
 
@@ -140,6 +141,8 @@ def mel_to_audio(
         fgla_iterations: Fast Griffin-Lim iterations after PGHI.
         grid_n_fft: FFT size of the grid the phase is rebuilt on; the unpadded window length
             (4 410) by default: the zero padding to 17 640 adds no information and costs 4×.
+        should_cancel: asked before every Griffin-Lim iteration; True raises
+            :class:`~riffradio.errors.Cancelled`.
     """
     grid = params.win_length_samples if grid_n_fft is None else grid_n_fft
     active = inverse_mel(mel, params, grid)
@@ -149,7 +152,7 @@ def mel_to_audio(
         (0, 0, 0, grid // 2 + 1 - active.shape[-2]),
     )
     length = mel.shape[-1] * params.hop_length_samples
-    return fast_griffin_lim(magnitude, phase, params, length, fgla_iterations)
+    return fast_griffin_lim(magnitude, phase, params, length, fgla_iterations, should_cancel=should_cancel)
 
 
 def _normalise_peak(audio: np.ndarray) -> np.ndarray:
@@ -193,13 +196,19 @@ class Vocoder:
         self.device = torch.device(device)
         _inverse_mel_operators(params, params.win_length_samples)  # build the cached operators now
 
-    def image_to_audio(self, image: Image.Image) -> np.ndarray:
+    def image_to_audio(self, image: Image.Image, should_cancel: CancelCheck | None = None) -> np.ndarray:
         """Float32 ``(channels, samples)`` at ``sample_rate_hz``, peak at ``REFERENCE_PEAK_DBFS``."""
-        return self.images_to_audio([image])[0]
+        return self.images_to_audio([image], should_cancel)[0]
 
     @torch.inference_mode()
-    def images_to_audio(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """Decode several images in one batch (images with equal parameters and size share it)."""
+    def images_to_audio(
+        self, images: Sequence[Image.Image], should_cancel: CancelCheck | None = None
+    ) -> list[np.ndarray]:
+        """Decode several images in one batch (images with equal parameters and size share it).
+
+        ``should_cancel`` is asked before every Griffin-Lim iteration; True raises
+        :class:`~riffradio.errors.Cancelled`.
+        """
         decoded = [_image_mel(image, self.params) for image in images]
         results: list[np.ndarray | None] = [None] * len(decoded)
         groups: dict[tuple[SpectrogramParams, tuple[int, ...]], list[int]] = {}
@@ -207,7 +216,7 @@ class Vocoder:
             groups.setdefault((image_params, mel.shape), []).append(index)
         for (image_params, _), indices in groups.items():
             batch = torch.from_numpy(np.stack([decoded[i][0] for i in indices])).to(self.device)
-            audio = mel_to_audio(batch, image_params).cpu().numpy()
+            audio = mel_to_audio(batch, image_params, should_cancel=should_cancel).cpu().numpy()
             for row, index in enumerate(indices):
                 results[index] = _normalise_peak(audio[row])
         return [result for result in results if result is not None]

@@ -3,8 +3,8 @@
 Each step (1) snapshots the station state, (2) on a new state version drops queued clips of
 older versions and rewinds the plan to just after the clip playing, (3) waits while
 ``lookahead_clips`` are already queued, (4) plans the next clip (a pure function), (5) runs
-engine + vocoder + loudness normalisation in a worker thread — abandoning the riff between UNet
-steps if the state changes meanwhile — and (6) queues the clip in the buffer, where a clip of a
+engine + vocoder + loudness normalisation in a worker thread — abandoning the clip between UNet
+steps or Griffin-Lim iterations if the state changes meanwhile — and (6) queues the clip in the buffer, where a clip of a
 newer state version cuts in at once.
 """
 
@@ -21,7 +21,8 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from riffradio.engine.request import RiffCancelled, RiffRequest
+from riffradio.engine.request import RiffRequest
+from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import Playlist
 from riffradio.station.buffer import CrossfadeBuffer
@@ -38,11 +39,11 @@ _MAX_FAILURE_BACKOFF_SECONDS = 10.0
 
 
 class Engine(Protocol):
-    def riff(self, request: RiffRequest, should_cancel: Callable[[], bool] | None = None) -> Any: ...
+    def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> Any: ...
 
 
 class Vocoder(Protocol):
-    def image_to_audio(self, image: Any) -> np.ndarray: ...
+    def image_to_audio(self, image: Any, should_cancel: CancelCheck | None = None) -> np.ndarray: ...
 
 
 async def run_in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
@@ -83,7 +84,7 @@ class Producer:
         playlist: what to play (replaced by :meth:`switch_playlist` on reload).
         state: the live state, snapshotted before each clip is planned.
         engine: anything with ``riff(request, should_cancel) -> RiffResult`` (``RiffEngine``).
-        vocoder: anything with ``image_to_audio(image) -> (channels, samples)`` (``Vocoder``).
+        vocoder: anything with ``image_to_audio(image, should_cancel) -> (channels, samples)`` (``Vocoder``).
         buffer: where clips go.
         sample_rate_hz: the vocoder's output rate.
         metrics: the station's Prometheus series.
@@ -157,7 +158,7 @@ class Producer:
             try:
                 self.idle.clear()
                 clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned)
-            except RiffCancelled:
+            except Cancelled:
                 # The DJ changed the state while this clip was being made: it would be dropped
                 # on arrival anyway, so stop it now and make the new state's clip next.
                 self.clips_dropped += 1
@@ -219,8 +220,12 @@ class Producer:
         """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread)."""
         started = time.perf_counter()
         version = planned.state_version
-        result = self.engine.riff(planned.request, should_cancel=lambda: self.state.snapshot().version != version)
-        audio = np.asarray(self.vocoder.image_to_audio(result.image), dtype=np.float32)
+
+        def state_changed() -> bool:
+            return self.state.snapshot().version != version
+
+        result = self.engine.riff(planned.request, should_cancel=state_changed)
+        audio = np.asarray(self.vocoder.image_to_audio(result.image, should_cancel=state_changed), dtype=np.float32)
         if audio.ndim == 1:
             audio = audio[None, :]
         normalised = normalise_clip(audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db)
