@@ -166,8 +166,10 @@ def main() -> int:
         warm_seconds = statistics.median(warm_totals)
         unet_calls = int(steps * args.strength) + (1 if args.scheduler in (None, "pndm") else 0)
         unet = warm.timings_seconds["unet"]
-        print(f"UNet: {unet_calls} guided calls, {unet / unet_calls:.3f} s each, "
-              f"{UNET_TFLOP_PER_GUIDED_STEP * unet_calls / unet:.3f} TFLOP/s")
+        # The FLOP count is SD 1.5's (~860 M UNet parameters); a tiny test model gets no TFLOP/s.
+        is_sd15 = sum(p.numel() for p in engine.model.unet.parameters()) > 500e6
+        flops = f", {UNET_TFLOP_PER_GUIDED_STEP * unet_calls / unet:.3f} TFLOP/s" if is_sd15 else ""
+        print(f"UNet: {unet_calls} guided calls, {unet / unet_calls:.3f} s each{flops}")
         for size in batches:
             if size == 1:
                 continue

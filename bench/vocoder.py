@@ -18,7 +18,10 @@ initial phase, on the 17 640-point grid.
 Run: ``python3 bench/vocoder.py`` (``--quick``: two excerpts, no baseline; ``--no-baseline``;
 ``--threads N``: torch threads; ``--grid N --iterations K``: also decode with the phase rebuilt on
 an N-point FFT grid with K Fast Griffin-Lim iterations, e.g. 8820 or 17 640 — the trade-off a
-machine with time to spare, such as a GPU, can take).
+machine with time to spare, such as a GPU, can take; ``--device cuda``: riffradio's vocoder on
+that torch device, the baseline stays on the CPU; ``--save-excerpts FILE.npz`` / ``--excerpts
+FILE.npz``: write the excerpts to a file / read them from it instead of the OGG tracks, for a
+machine without the Debian package, such as the GPU machine of bench/gpu.sh).
 """
 
 from __future__ import annotations
@@ -83,11 +86,11 @@ def riffusion_converter(image, seed: int = 0) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _decode_on_grid(image, grid: int, iterations: int) -> np.ndarray:
+def _decode_on_grid(image, grid: int, iterations: int, device: str) -> np.ndarray:
     """The vocoder's maths with the phase rebuilt on another FFT grid."""
     mel, params = _image_mel(image, PARAMS)
-    audio = mel_to_audio(torch.from_numpy(mel), params, fgla_iterations=iterations, grid_n_fft=grid)
-    return _normalise_peak(audio.numpy())
+    audio = mel_to_audio(torch.from_numpy(mel).to(device), params, fgla_iterations=iterations, grid_n_fft=grid)
+    return _normalise_peak(audio.cpu().numpy())
 
 
 def _gain_matched_db(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -116,26 +119,42 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--grid", type=int, action="append", default=[], help="also decode on this FFT grid (repeatable)")
     parser.add_argument("--iterations", type=int, action="append", default=[], help="FGLA iterations for each --grid")
+    parser.add_argument("--device", default="cpu", help="torch device for riffradio's vocoder (default cpu)")
+    parser.add_argument("--excerpts", type=Path, default=None, help="read the excerpts from this .npz")
+    parser.add_argument("--save-excerpts", type=Path, default=None, help="write the excerpts to this .npz and exit")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     excerpts = EXCERPTS[:2] if args.quick else EXCERPTS
-    vocoder = Vocoder(PARAMS, "cpu")
+    if args.save_excerpts is not None:
+        np.savez_compressed(args.save_excerpts, **{f"{track}@{start:g}s": music_excerpt(track, start) for track, start in excerpts})
+        print(f"wrote {len(excerpts)} excerpts to {args.save_excerpts}")
+        return 0
+    vocoder = Vocoder(PARAMS, args.device)
     methods = {"riffradio (PGHI + 32 FGLA, 4410 grid)": vocoder.image_to_audio}
     if len(args.iterations) != len(args.grid):
         parser.error("give one --iterations for each --grid")
     for grid, iterations in zip(args.grid, args.iterations):
-        methods[f"riffradio, {grid} grid, {iterations} FGLA"] = functools.partial(_decode_on_grid, grid=grid, iterations=iterations)
+        methods[f"riffradio, {grid} grid, {iterations} FGLA"] = functools.partial(
+            _decode_on_grid, grid=grid, iterations=iterations, device=args.device
+        )
     if not (args.quick or args.no_baseline):
         methods["Riffusion converter (SGD 200 + GLA 32)"] = riffusion_converter
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()}")
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, vocoder on {device_name}, "
+          f"load average before: {os.getloadavg()}")
     clips = []
-    for track, start in excerpts:
-        original = music_excerpt(track, start)
-        clips.append((f"{track}@{start:g}s", original, audio_to_image(original, PARAMS.sample_rate_hz, PARAMS)))
-    vocoder.image_to_audio(clips[0][2])  # warm-up: caches, thread pools
+    if args.excerpts is not None:
+        with np.load(args.excerpts) as saved:
+            originals = {label: saved[label] for label in saved.files}
+    else:
+        originals = {f"{track}@{start:g}s": music_excerpt(track, start) for track, start in excerpts}
+    for label, original in originals.items():
+        clips.append((label, original, audio_to_image(original, PARAMS.sample_rate_hz, PARAMS)))
     rows = []
     for name, decode in methods.items():
+        if decode is not riffusion_converter:
+            decode(clips[0][2])  # warm-up: operator caches, thread pools, FFT plans
         for label, original, image in clips:
             started, started_cpu = time.perf_counter(), time.process_time()
             audio = decode(image)
