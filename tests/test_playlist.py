@@ -175,3 +175,23 @@ def test_check_command_prints_all_errors_and_exits_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "ok (1 riffs" in result.stderr
+
+
+def test_station_engine_options_load_and_bad_ones_name_the_place() -> None:
+    playlist, errors = check_playlist_text(
+        "station: {dtype: BF16, scheduler: DPM++, compile: true}\nriffs:\n  - {prompt: a}\n", "engine.yaml"
+    )
+    assert errors == [] and playlist is not None
+    assert (playlist.station.dtype, playlist.station.scheduler, playlist.station.compile) == ("bfloat16", "dpm++", True)
+    defaults, _ = check_playlist_text("riffs:\n  - {prompt: a}\n", "defaults.yaml")
+    assert defaults is not None
+    assert (defaults.station.dtype, defaults.station.scheduler, defaults.station.compile) == (None, None, False)
+    _, errors = check_playlist_text(
+        "station: {dtype: float8, scheduler: eular, compile: yes please}\nriffs:\n  - {prompt: a}\n", "bad.yaml"
+    )
+    assert errors == [
+        "bad.yaml:1:18: station.dtype must be one of float32, fp32, float16, fp16, half, bfloat16, bf16, got 'float8'"
+        " (did you mean 'float32'?)",
+        "bad.yaml:1:37: station.scheduler must be one of pndm, dpm++, ddim, euler, got 'eular' (did you mean 'euler'?)",
+        "bad.yaml:1:53: station.compile must be true or false, got str 'yes please'",
+    ], errors

@@ -221,3 +221,18 @@ def test_sigterm_finalises_a_readable_recording_within_5_seconds(tmp_path: Path,
     cue = _cue(recording.with_suffix(".cue.jsonl"))
     assert cue[0]["clip_index"] == 0 and cue[0]["time_seconds"] == 0.0
     assert "SIGTERM: stopping" in output
+
+
+def test_station_engine_options_reach_the_loaded_engine(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """station.dtype / scheduler from the playlist, --dtype over it, as the station loads the model."""
+    path = tmp_path / "engine.yaml"
+    path.write_text("station: {dtype: bfloat16, scheduler: ddim}\nriffs:\n  - {prompt: a}\n")
+    playlist = load_playlist(path)
+    from_playlist = Station(playlist, model=str(tiny_model_dir), device="cpu", control=False)
+    asyncio.run(from_playlist._load())
+    assert from_playlist.engine is not None
+    assert str(from_playlist.engine.dtype) == "torch.bfloat16"
+    assert type(from_playlist.engine.model.scheduler).__name__ == "DDIMScheduler"
+    overridden = Station(playlist, model=str(tiny_model_dir), device="cpu", dtype="float32", control=False)
+    asyncio.run(overridden._load())
+    assert overridden.engine is not None and str(overridden.engine.dtype) == "torch.float32"

@@ -13,7 +13,7 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from riffradio.playlist.model import (
     RiffSpec,
     StationSpec,
 )
+from riffradio.engine.loading import DTYPE_NAMES, SCHEDULER_NAMES, canonical_scheduler_name
 from riffradio.station.state import CROSSFADE_SECONDS_RANGE, KNOB_RANGES
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -38,8 +39,8 @@ _RESOLVER = yaml.resolver.Resolver()
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".wav", ".flac", ".ogg", ".mp3")
 
 STATION_KEYS = (
-    "name", "model", "device", "steps", "crossfade_seconds", "lookahead_clips", "loudness_lufs",
-    "true_peak_dbtp",
+    "name", "model", "device", "dtype", "scheduler", "compile", "steps", "crossfade_seconds",
+    "lookahead_clips", "loudness_lufs", "true_peak_dbtp",
 )  # fmt: skip
 RIFF_KEYS = (
     "prompt", "seed", "to", "to_seed", "clips", "denoising", "to_denoising", "guidance", "to_guidance",
@@ -186,6 +187,28 @@ class _Reader:
             return None
         return value
 
+    def boolean(self, node: yaml.Node, name: str) -> bool | None:
+        value = self.scalar(node).value
+        if not isinstance(value, bool):
+            self.error(node, f"{name} must be true or false, got {_describe(value)}")
+            return None
+        return value
+
+    def choice(
+        self, node: yaml.Node, name: str, allowed: Iterable[str], canonical: Callable[[str], str | None]
+    ) -> str | None:
+        """One of ``allowed`` (case-insensitive), as ``canonical`` spells it."""
+        text = self.string(node, name)
+        if text is None:
+            return None
+        options = list(allowed)
+        if text.lower() not in options:
+            near = difflib.get_close_matches(text.lower(), options, n=1, cutoff=0.5)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            self.error(node, f"{name} must be one of {', '.join(options)}, got '{text}'{hint}")
+            return None
+        return canonical(text.lower())
+
 
 def _fmt(bound: float | None, kind: type) -> str:
     if bound is None:
@@ -247,6 +270,9 @@ class _PlaylistBuilder:
             "name": lambda n: self.r.string(n, "station.name"),
             "model": lambda n: self.r.string(n, "station.model"),
             "device": lambda n: self.r.string(n, "station.device"),
+            "dtype": lambda n: self.r.choice(n, "station.dtype", DTYPE_NAMES, DTYPE_NAMES.get),
+            "scheduler": lambda n: self.r.choice(n, "station.scheduler", SCHEDULER_NAMES, canonical_scheduler_name),
+            "compile": lambda n: self.r.boolean(n, "station.compile"),
             "steps": lambda n: self.r.number(n, "station.steps", int, *KNOB_RANGES["steps"][1:]),
             "crossfade_seconds": lambda n: self.r.number(
                 n, "station.crossfade_seconds", float, *CROSSFADE_SECONDS_RANGE

@@ -111,7 +111,7 @@ def _play(args: argparse.Namespace) -> int:
     playlist = _load(args.playlist)
     if args.seconds is not None and args.seconds <= 0:
         raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
-    station = Station(playlist, model=args.model, device=args.device, worker_grace_seconds=0.0)
+    station = Station(playlist, model=args.model, device=args.device, dtype=args.dtype, worker_grace_seconds=0.0)
     asyncio.run(_serve(station, args.seconds, args.playlist))
     return _exit_hard_if_busy(0)
 
@@ -162,8 +162,8 @@ def _render(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise RiffradioError(f"-o {out}: {error}") from None
     station = Station(
-        playlist, model=args.model, device=args.device, sinks=[sink], realtime=False, control=False,
-        worker_grace_seconds=0.0,
+        playlist, model=args.model, device=args.device, dtype=args.dtype, sinks=[sink], realtime=False,
+        control=False, worker_grace_seconds=0.0,
     )  # fmt: skip
     progress = ProgressBar(args.seconds)
     station.add_block_listener(lambda block: progress.update((block.start_frame + block.frames) / block.sample_rate_hz))
@@ -182,10 +182,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     check.set_defaults(handler=_check)
 
     model_help = "hub id or local diffusers directory (default: the playlist's station.model)"
+    dtype_help = "float32, float16, bfloat16 (default: the playlist's station.dtype, else float16 on CUDA, float32 elsewhere)"
     play = subparsers.add_parser("play", help="run the station in real time")
     play.add_argument("playlist", metavar="PLAYLIST", help="YAML playlist file")
     play.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)
     play.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the playlist's)")
+    play.add_argument("--dtype", default=None, help=dtype_help)
     play.add_argument("--seconds", type=float, default=None, metavar="N", help="stop cleanly after N seconds of audio")
     play.set_defaults(handler=_play)
 
@@ -195,4 +197,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     render.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .flac, .wav or .ogg")
     render.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)
     render.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the playlist's)")
+    render.add_argument("--dtype", default=None, help=dtype_help)
     render.set_defaults(handler=_render)

@@ -71,6 +71,7 @@ class Station:
         vocoder: ``Vocoder`` (or anything with ``image_to_audio``); None makes one on ``run``.
         model: overrides ``playlist.station.model`` when the engine is loaded here.
         device: overrides ``playlist.station.device``.
+        dtype: overrides ``playlist.station.dtype``.
         sinks: the outputs; None builds them from ``playlist.outputs`` through the sink registry.
         realtime: play on the real-time clock (``play``); False renders as fast as possible.
         metrics: the station's Prometheus series (a fresh registry if None).
@@ -89,6 +90,7 @@ class Station:
         vocoder: Vocoder | None = None,
         model: str | None = None,
         device: str | None = None,
+        dtype: str | None = None,
         sinks: Sequence[Sink] | None = None,
         realtime: bool = True,
         metrics: StationMetrics | None = None,
@@ -102,6 +104,7 @@ class Station:
         self.vocoder = vocoder
         self.model = model or playlist.station.model
         self.device = device or playlist.station.device
+        self.dtype = dtype or playlist.station.dtype
         self.realtime = realtime
         self.metrics = metrics or StationMetrics()
         self.block_frames = block_frames
@@ -231,7 +234,12 @@ class Station:
             from riffradio.engine.pipeline import RiffEngine
 
             log.info("loading %s on %s", self.model, self.device)
-            self.engine = await run_in_daemon_thread(lambda: RiffEngine.load(self.model, device=self.device))
+            spec = self.playlist.station
+            self.engine = await run_in_daemon_thread(
+                lambda: RiffEngine.load(
+                    self.model, device=self.device, dtype=self.dtype, scheduler=spec.scheduler, compile=spec.compile
+                )
+            )
         if self.vocoder is None:
             from riffradio.spectrogram.vocoder import Vocoder as SpectrogramVocoder
 
