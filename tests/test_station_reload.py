@@ -32,3 +32,17 @@ def test_reload_switches_or_keeps_the_old_playlist(tmp_path: Path, caplog: pytes
         station.state.goto_riff(2)
     now = station.nowplaying()
     assert now["now"] is None and now["underruns"] == 0 and now["outputs"] == []
+
+
+def test_reload_says_which_engine_keys_wait_for_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "station.yaml"
+    path.write_text("station: {steps: 20}\nriffs:\n  - {prompt: a}\n")
+    station = Station(load_playlist(path), sinks=[])
+    path.write_text("station: {steps: 30, dtype: bfloat16, scheduler: dpm++}\nriffs:\n  - {prompt: a}\n")
+    caplog.set_level(logging.INFO)
+    assert station.reload(path) == []
+    assert station.playlist.station.steps == 30  # what the plan reads switches at the next clip
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"reload: station.dtype, station.scheduler changed in {path}; the loaded model is kept until a restart"
+    ]

@@ -62,6 +62,10 @@ def _raise_producer_error(task: asyncio.Task[None]) -> None:
     raise RiffradioError(f"clip generation failed: {type(error).__name__}: {message}") from error
 
 
+# The station keys the engine is loaded with: a reload cannot change them in a running station.
+_ENGINE_STATION_KEYS = ("model", "device", "dtype", "scheduler", "compile")
+
+
 class Station:
     """One radio station.
 
@@ -197,7 +201,8 @@ class Station:
         """Re-read the playlist and switch to it at the next clip; returns the errors (empty on success).
 
         A broken file changes nothing: its ``file:line:column`` errors are logged and the old
-        playlist keeps playing. Changes to ``outputs`` and ``control`` need a restart.
+        playlist keeps playing. Changes to ``outputs``, ``control`` and the engine's keys of
+        ``station`` (model, device, dtype, scheduler, compile) need a restart.
         """
         path = Path(path) if path is not None else self.path
         playlist, errors = check_playlist(path)
@@ -208,6 +213,16 @@ class Station:
             return errors
         if playlist.outputs != self.playlist.outputs or playlist.control != self.playlist.control:
             log.warning("reload: outputs/control changed in %s; they take effect after a restart", path)
+        engine_keys = [
+            key for key in _ENGINE_STATION_KEYS
+            if getattr(playlist.station, key) != getattr(self.playlist.station, key)
+        ]  # fmt: skip
+        if engine_keys:
+            log.warning(
+                "reload: station.%s changed in %s; the loaded model is kept until a restart",
+                ", station.".join(engine_keys),
+                path,
+            )
         self.playlist = dataclasses.replace(playlist, outputs=self.playlist.outputs, control=self.playlist.control)
         self.path = path
         self.state.set_riff_count(len(playlist.riffs))
