@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from riffradio.engine.loading import DTYPE_NAMES, SCHEDULER_NAMES, canonical_scheduler_name
 from riffradio.errors import RiffradioError
 from riffradio.playlist.model import (
     DEFAULT_SEED_IMAGE,
@@ -31,7 +32,6 @@ from riffradio.playlist.model import (
     RiffSpec,
     StationSpec,
 )
-from riffradio.engine.loading import DTYPE_NAMES, SCHEDULER_NAMES, canonical_scheduler_name
 from riffradio.station.state import CROSSFADE_SECONDS_RANGE, KNOB_RANGES
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

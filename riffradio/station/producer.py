@@ -4,8 +4,8 @@ Each step (1) snapshots the station state, (2) on a new state version drops queu
 older versions and rewinds the plan to just after the clip playing, (3) waits while
 ``lookahead_clips`` are already queued, (4) plans the next clip (a pure function), (5) runs
 engine + vocoder + loudness normalisation in a worker thread — abandoning the clip between UNet
-steps or Griffin-Lim iterations if the state changes meanwhile — and (6) queues the clip in the buffer, where a clip of a
-newer state version cuts in at once.
+steps or Griffin-Lim iterations if the state changes meanwhile — and (6) queues the clip in the
+buffer, where a clip of a newer state version cuts in at once.
 """
 
 from __future__ import annotations
