@@ -198,6 +198,14 @@ def main() -> int:
           f"end {rss_end / 2**20:.1f} MiB, growth {growth_pct_per_hour:+.2f} %/h after warm-up (target < 1 %/h)")
     print(f"  RSS medians of the first and last fifth after warm-up: {median_first / 2**20:.1f} -> "
           f"{median_last / 2**20:.1f} MiB ({(median_last / median_first - 1) * 100:+.2f} %)")
+    # A leak raises the floor steadily; a one-off step (allocator high-water mark) raises it once.
+    windows: dict[int, list[float]] = {}
+    for t, v in rss:
+        windows.setdefault(int(t // 600), []).append(v)
+    print("  RSS per 10 min (min / median MiB): " + ", ".join(
+        f"{index * 10}-{index * 10 + 10} min {min(values) / 2**20:.0f} / {sorted(values)[len(values) // 2] / 2**20:.0f}"
+        for index, values in sorted(windows.items())
+    ))
     print(f"  underruns: {total(end, 'riffradio_underruns_total'):.0f} "
           f"({total(end, 'riffradio_fallback_seconds_total'):.1f} s of fallback audio); "
           f"clips generated: {total(end, 'riffradio_clips_generated_total'):.0f}")
