@@ -218,8 +218,8 @@ class RiffEngine:
         Args:
             requests: the riffs to make.
             should_cancel: asked before every UNet step; when it returns True the riff is
-                abandoned with :class:`~riffradio.errors.Cancelled` (the station uses it to drop a clip the
-                DJ has just made obsolete, instead of finishing it).
+                abandoned with :class:`~riffradio.errors.Cancelled` (the station uses it to drop
+                a clip the DJ has just made obsolete, instead of finishing it).
 
         Returns:
             One result per request, in order. Each result's ``timings_seconds`` holds its share

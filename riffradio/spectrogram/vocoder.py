@@ -52,8 +52,8 @@ def _inverse_mel_operators(params: SpectrogramParams, grid_n_fft: int) -> _Inver
     interpolates the complex spectrum with a sinc; within a window's main lobe the phases agree,
     so the magnitudes follow the same sinc: a Lanczos-2 kernel (4 taps, mirrored at 0 Hz) models
     the padded magnitudes better than linear interpolation (magnitude error 2 dB lower,
-    spectral convergence 0.5 dB lower on real music; docs/benchmarks.md). Each grid bin touches only a few
-    neighbouring bands, so A is kept sparse.
+    spectral convergence 0.5 dB lower on real music; docs/benchmarks.md). Each grid bin touches
+    only a few neighbouring bands, so A is kept sparse.
     """
     filterbank = mel_filterbank(params).astype(np.float64)  # (padded bins, mels)
     padded_bins = filterbank.shape[0]
