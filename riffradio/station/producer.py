@@ -161,9 +161,7 @@ class Producer:
             except Cancelled:
                 # The DJ changed the state while this clip was being made: it would be dropped
                 # on arrival anyway, so stop it now and make the new state's clip next.
-                self.clips_dropped += 1
-                self.metrics.clips_dropped.inc()
-                log.info("clip %d: abandoned mid-generation, the station state changed", planned.index)
+                self._count_dropped([planned.index], "abandoned mid-generation, the station state changed")
                 continue
             except Exception as error:  # noqa: BLE001 - one bad clip must not stop the music
                 if self.stop_on_error:
@@ -186,10 +184,10 @@ class Producer:
                 self._after.popitem(last=False)
             dropped = self.buffer.push(clip)
             if clip in dropped:
-                self._count_dropped([clip], "a clip made under a newer station state is queued")
+                self._count_dropped([clip.index], "a clip made under a newer station state is queued")
                 continue
             self._gain_db = gain_db
-            self._count_dropped(dropped, "the station state changed")
+            self._count_dropped([c.index for c in dropped], "the station state changed")
 
     def _replan(self, version: int) -> None:
         """Continue the plan from the clip heard now; the next clip is made with the new state.
@@ -202,12 +200,12 @@ class Producer:
         if anchor is not None and anchor.index in self._after:
             self.position = replace(self._after[anchor.index], index=self.position.index)
 
-    def _count_dropped(self, clips: list[Clip], why: str) -> None:
-        if not clips:
+    def _count_dropped(self, clip_indices: list[int], why: str) -> None:
+        if not clip_indices:
             return
-        self.clips_dropped += len(clips)
-        self.metrics.clips_dropped.inc(len(clips))
-        log.info("dropped clip(s) %s: %s", ", ".join(str(c.index) for c in clips), why)
+        self.clips_dropped += len(clip_indices)
+        self.metrics.clips_dropped.inc(len(clip_indices))
+        log.info("dropped clip(s) %s: %s", ", ".join(str(index) for index in clip_indices), why)
 
     # -- the worker thread -----------------------------------------------------------------------
     def _generate_then_idle(self, planned: PlannedClip) -> tuple[Clip, float]:
