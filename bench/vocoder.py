@@ -21,7 +21,8 @@ an N-point FFT grid with K Fast Griffin-Lim iterations, e.g. 8820 or 17 640 — 
 machine with time to spare, such as a GPU, can take; ``--device cuda``: riffradio's vocoder on
 that torch device, the baseline stays on the CPU; ``--save-excerpts FILE.npz`` / ``--excerpts
 FILE.npz``: write the excerpts to a file / read them from it instead of the OGG tracks, for a
-machine without the Debian package, such as the GPU machine of bench/gpu.sh).
+machine without the Debian package, such as the GPU machine of bench/gpu.sh;
+``--without-fine-low-band``: also decode without the padded-grid phase below 500 Hz).
 """
 
 from __future__ import annotations
@@ -86,10 +87,13 @@ def riffusion_converter(image, seed: int = 0) -> np.ndarray:
 
 
 @torch.inference_mode()
-def _decode_on_grid(image, grid: int, iterations: int, device: str) -> np.ndarray:
+def _decode_on_grid(image, grid: int, iterations: int, device: str, fine_low_band_phase: bool = True) -> np.ndarray:
     """The vocoder's maths with the phase rebuilt on another FFT grid."""
     mel, params = _image_mel(image, PARAMS)
-    audio = mel_to_audio(torch.from_numpy(mel).to(device), params, fgla_iterations=iterations, grid_n_fft=grid)
+    audio = mel_to_audio(
+        torch.from_numpy(mel).to(device), params, fgla_iterations=iterations, grid_n_fft=grid,
+        fine_low_band_phase=fine_low_band_phase,
+    )
     return _normalise_peak(audio.cpu().numpy())
 
 
@@ -119,6 +123,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--grid", type=int, action="append", default=[], help="also decode on this FFT grid (repeatable)")
     parser.add_argument("--iterations", type=int, action="append", default=[], help="FGLA iterations for each --grid")
+    parser.add_argument("--without-fine-low-band", action="store_true",
+                        help="also decode without the padded-grid phase below 500 Hz (what it brings)")
     parser.add_argument("--device", default="cpu", help="torch device for riffradio's vocoder (default cpu)")
     parser.add_argument("--excerpts", type=Path, default=None, help="read the excerpts from this .npz")
     parser.add_argument("--save-excerpts", type=Path, default=None, help="write the excerpts to this .npz and exit")
@@ -131,9 +137,13 @@ def main() -> int:
         print(f"wrote {len(excerpts)} excerpts to {args.save_excerpts}")
         return 0
     vocoder = Vocoder(PARAMS, args.device)
-    methods = {"riffradio (PGHI + 32 FGLA, 4410 grid)": vocoder.image_to_audio}
+    methods = {"riffradio (PGHI + 32 FGLA, 4410 grid, fine low band)": vocoder.image_to_audio}
     if len(args.iterations) != len(args.grid):
         parser.error("give one --iterations for each --grid")
+    if args.without_fine_low_band:
+        methods["riffradio without the fine low-band phase"] = functools.partial(
+            _decode_on_grid, grid=PARAMS.win_length_samples, iterations=32, device=args.device, fine_low_band_phase=False
+        )
     for grid, iterations in zip(args.grid, args.iterations):
         methods[f"riffradio, {grid} grid, {iterations} FGLA"] = functools.partial(
             _decode_on_grid, grid=grid, iterations=iterations, device=args.device

@@ -114,6 +114,22 @@ def pghi_phase(
     return torch.from_numpy(phase).to(device=magnitude.device, dtype=magnitude.dtype).reshape(shape)
 
 
+def phase_on_coarser_grid(fine_phase: torch.Tensor, fine_n_fft: int, coarse_n_fft: int, coarse_bins: int) -> torch.Tensor:
+    """The phase ``(..., coarse_bins, frames)`` that ``fine_phase`` implies on a coarser FFT grid.
+
+    Both grids centre the same window in their frames (torch's ``center=True`` convention), so
+    coarse bin ``k`` is fine bin ``r·k`` (``r = fine_n_fft / coarse_n_fft``, an integer) whose
+    frame starts ``(fine_n_fft − coarse_n_fft) / 2`` samples earlier: its phase is larger by
+    ``π·k·(r − 1)``.
+    """
+    ratio, remainder = divmod(fine_n_fft, coarse_n_fft)
+    if remainder or (fine_n_fft - coarse_n_fft) % 2:
+        raise ValueError(f"{fine_n_fft}-point grid is not an even multiple of the {coarse_n_fft}-point grid")
+    sampled = fine_phase[..., ::ratio, :][..., :coarse_bins, :]
+    bin_index = torch.arange(sampled.shape[-2], device=fine_phase.device, dtype=fine_phase.dtype)[:, None]
+    return torch.remainder(sampled + math.pi * (ratio - 1) * bin_index, 2 * math.pi)
+
+
 class _FramePair:
     """A consistent STFT / inverse STFT pair on one grid, cheaper than torch.stft/istft in a loop.
 
