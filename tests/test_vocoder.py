@@ -10,9 +10,10 @@ from PIL import Image
 from riffradio.spectrogram.image import audio_to_image
 from riffradio.spectrogram.mel import stft
 from riffradio.spectrogram.params import SpectrogramParams
-from riffradio.spectrogram.phase import pghi_phase, phase_on_coarser_grid, spectral_convergence_db
-from riffradio.spectrogram.vocoder import REFERENCE_PEAK_DBFS, Vocoder, _image_mel, image_to_audio, mel_to_audio
+from riffradio.spectrogram.phase import _phase_sources, pghi_phase, phase_on_coarser_grid, spectral_convergence_db
+from riffradio.spectrogram.vocoder import REFERENCE_PEAK_DBFS, Vocoder, _image_mel, image_to_audio, inverse_mel, mel_to_audio
 from tests.music import music_excerpt
+from tests.pghi_reference import reference_phase_sources, reference_pghi_phase
 
 PARAMS = SpectrogramParams()
 BAND_BINS = 4001  # 0–10 000 Hz on the 17 640-point grid: what the image holds
@@ -124,3 +125,30 @@ def test_fine_low_band_phase_improves_the_bass() -> None:
         with_fine = mel_to_audio(torch.from_numpy(mel), params).numpy()
         without = mel_to_audio(torch.from_numpy(mel), params, fine_low_band_phase=False).numpy()
     assert band_convergence_db(original, with_fine) < band_convergence_db(original, without) - 0.7
+
+
+def test_heap_order_scan_equals_the_sequential_heap_order() -> None:
+    generator = torch.Generator().manual_seed(7)
+    magnitude = torch.rand(3, 97, 41, generator=generator, dtype=torch.float64) ** 4
+    magnitude[1, 40:60] = 0.0  # ties and silence
+    np.testing.assert_array_equal(_phase_sources(magnitude).numpy(), reference_phase_sources(magnitude.numpy()))
+
+
+def test_pghi_scans_equal_the_sequential_pghi_on_real_music() -> None:
+    audio = torch.from_numpy(music_excerpt("music003.ogg", 60.0, duration_seconds=2.0))
+    magnitude = stft(audio, PARAMS, n_fft_samples=4410).abs()[..., :1001, :]
+    parallel = pghi_phase(magnitude, 441, 4410, 4410).numpy()
+    sequential = reference_pghi_phase(magnitude.numpy(), 441, 4410, 4410)
+    strong = magnitude.numpy() > 1e-3 * float(magnitude.max())
+    difference = np.angle(np.exp(1j * (parallel - sequential)))  # wrapped to (−π, π]
+    assert strong.sum() > 10_000
+    assert np.abs(difference[strong]).max() < 5e-3  # float32 against float64
+    np.testing.assert_array_equal(parallel, pghi_phase(magnitude, 441, 4410, 4410).numpy())  # deterministic
+
+
+def test_dense_inverse_mel_for_accelerators_equals_the_sparse_one(excerpts) -> None:
+    mel, params = _image_mel(audio_to_image(excerpts[0], 44100, PARAMS), PARAMS)
+    mel_tensor = torch.from_numpy(mel)
+    sparse = inverse_mel(mel_tensor, params, 4410, dense=False)
+    dense = inverse_mel(mel_tensor, params, 4410, dense=True)
+    np.testing.assert_allclose(dense.numpy(), sparse.numpy(), rtol=1e-3, atol=1e-4 * float(sparse.max()))

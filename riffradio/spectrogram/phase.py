@@ -2,10 +2,11 @@
 
 PGHI (Průša, Balazs & Søndergaard 2017) estimates the phase gradient from the gradient of the
 log magnitude, as if the Hann window were a Gaussian of the same time-frequency spread
-(``λ = 0.25645 · L²``), and integrates it. This is the frame-by-frame ("real-time") variant,
-vectorised over clips and bins: each bin continues the phase of the bin a heap of magnitudes
-would reach it from (integration along time, then along frequency), without a Python heap over
-~10⁶ bins.
+(``λ = 0.25645 · L²``), and integrates it. This is the frame-by-frame ("real-time") variant:
+each bin continues the phase of the bin a heap of magnitudes would reach it from (integration
+along time, then along frequency). Both the heap order and the integration over frames are
+written as parallel scans in torch, so there is no Python heap over ~10⁶ bins and no loop over
+frames, and PGHI runs on the GPU with the rest.
 
 Fast Griffin-Lim (Perraudin, Balazs & Søndergaard 2013) then refines it: Griffin-Lim's
 projections with a momentum term (0.99). Everything is torch, batched over clips, so the same
@@ -26,36 +27,78 @@ from riffradio.spectrogram.params import SpectrogramParams
 HANN_GAUSSIAN_LAMBDA_PER_L2 = 0.25645
 
 
-def _phase_sources(magnitude: np.ndarray) -> np.ndarray:
-    """For every bin of every frame, the bin whose previous-frame phase it continues.
+def _compose_clamps(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix compositions along dim 1 of the maps ``f_m(w) = clamp(w, low[m], high[m])``.
+
+    Returns ``(L, H)`` with ``f_m ∘ … ∘ f_0 = clamp(·, L[m], H[m])``: a clamp of a clamp is a
+    clamp, so a Hillis-Steele scan settles all bins in ⌈log2(bins)⌉ vectorised steps.
+    """
+    bins = low.shape[1]
+    step = 1
+    while step < bins:
+        later_low, later_high = low[:, step:], high[:, step:]
+        composed_low = torch.minimum(torch.maximum(low[:, :-step], later_low), later_high)
+        composed_high = torch.minimum(torch.maximum(high[:, :-step], later_low), later_high)
+        low = torch.cat([low[:, :step], composed_low], dim=1)
+        high = torch.cat([high[:, :step], composed_high], dim=1)
+        step *= 2
+    return low, high
+
+
+def _phase_sources(magnitude: torch.Tensor) -> torch.Tensor:
+    """For every bin of every frame ``(batch, bins, frames)``, the bin whose previous-frame phase it continues.
 
     This is the order a heap of magnitudes (RTPGHI) visits the bins in: a bin is reached along
     the widest path — the one whose weakest visited bin is strongest — that starts at some bin
-    ``k`` of the previous frame, steps in time to bin ``k``, then walks along frequency. Since it
-    depends on magnitudes only, two scans along frequency (up and down) settle it for all frames
-    at once. Frame 0 starts from its strongest bin.
+    ``k`` of the previous frame, steps in time to bin ``k``, then walks along frequency. Walking
+    up, the width at bin ``m`` is ``max(p[m], min(width[m−1], |X|[m−1]))`` with ``p`` the
+    previous frame's magnitude (frame 0 starts from its strongest bin): a clamp of the width
+    before it, scanned in parallel by :func:`_compose_clamps`; the source is the last bin at
+    or below ``m`` where the time step won (a running maximum). Walking down is the same on
+    the flipped bins; the wider of the two paths wins.
     """
-    batch, bins, frames = magnitude.shape
-    previous = np.zeros_like(magnitude)
+    batch, bins, _ = magnitude.shape
+    previous = torch.zeros_like(magnitude)
     previous[:, :, 1:] = magnitude[:, :, :-1]
-    previous[np.arange(batch), np.argmax(magnitude[:, :, 0], axis=1), 0] = np.inf
-    best = []
-    for order in (range(bins), range(bins - 1, -1, -1)):
-        width = np.empty_like(magnitude)
-        source = np.empty(magnitude.shape, dtype=np.int64)
-        last = None
-        for m in order:
-            if last is None:
-                width[:, m], source[:, m] = previous[:, m], m
-            else:
-                through = np.minimum(width[:, last], magnitude[:, last])
-                from_time = previous[:, m] >= through
-                width[:, m] = np.where(from_time, previous[:, m], through)
-                source[:, m] = np.where(from_time, m, source[:, last])
-            last = m
-        best.append((width, source))
-    (width_up, source_up), (width_down, source_down) = best
-    return np.where(width_up >= width_down, source_up, source_down)
+    previous[torch.arange(batch, device=magnitude.device), magnitude[:, :, 0].argmax(dim=1), 0] = math.inf
+    index = torch.arange(bins, device=magnitude.device)[None, :, None].expand_as(magnitude)
+    paths = []
+    for flipped in (False, True):
+        p = previous.flip(1) if flipped else previous
+        m = magnitude.flip(1) if flipped else magnitude
+        high = torch.cat([p[:, :1], torch.maximum(p[:, 1:], m[:, :-1])], dim=1)
+        width, _ = _compose_clamps(p, high)
+        through = torch.minimum(width[:, :-1], m[:, :-1])
+        from_time = torch.cat([torch.ones_like(p[:, :1], dtype=torch.bool), p[:, 1:] >= through], dim=1)
+        source = torch.cummax(torch.where(from_time, index, torch.zeros_like(index)), dim=1).values
+        if flipped:
+            width, source = width.flip(1), (bins - 1) - source.flip(1)
+        paths.append((width, source))
+    (width_up, source_up), (width_down, source_down) = paths
+    return torch.where(width_up >= width_down, source_up, source_down)
+
+
+def _integrate_frames(sources: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Run ``phase_t[m] = phase_{t−1}[sources_t[m]] + offsets_t[m]`` over all frames (``phase_{−1} = 0``).
+
+    ``sources`` may point at ``bins`` (one past the last bin): a bin whose phase is reset to 0.
+    Each frame's step is a gather plus an offset, and two such steps compose into one, so
+    pointer jumping over ⌈log2(frames)⌉ vectorised rounds replaces the sequential loop.
+    Offsets stay wrapped to [0, 2π) so float32 keeps its precision.
+    """
+    frames = sources.shape[2]
+    # The reset bin: always 0, maps to itself.
+    sources = torch.cat([sources, torch.full_like(sources[:, :1], sources.shape[1])], dim=1)
+    offsets = torch.cat([offsets, torch.zeros_like(offsets[:, :1])], dim=1)
+    step = 1
+    while step < frames:
+        later = sources[:, :, step:]
+        composed_offsets = torch.remainder(offsets[:, :, step:] + torch.gather(offsets[:, :, :-step], 1, later), 2 * math.pi)
+        composed_sources = torch.gather(sources[:, :, :-step], 1, later)
+        sources = torch.cat([sources[:, :, :step], composed_sources], dim=2)
+        offsets = torch.cat([offsets[:, :, :step], composed_offsets], dim=2)
+        step *= 2
+    return offsets[:, :-1]
 
 
 def pghi_phase(
@@ -67,8 +110,9 @@ def pghi_phase(
 ) -> torch.Tensor:
     """Phase (radians, torch's STFT convention) for ``magnitude`` of shape ``(..., bins, frames)``.
 
-    Runs in numpy float64 on the CPU (it is sequential over frames); the result goes back to
-    ``magnitude``'s device.
+    Torch float32 on ``magnitude``'s device, batched, no Python loop over bins or frames: the
+    heap order and the frame-to-frame integration are parallel scans (:func:`_phase_sources`,
+    :func:`_integrate_frames`) equal to RTPGHI's sequential definition (tests/test_vocoder.py).
 
     Args:
         magnitude: non-negative STFT magnitudes, ``bins = n_fft // 2 + 1`` (trailing all-zero
@@ -79,39 +123,34 @@ def pghi_phase(
         tolerance_db: bins more than this far below the clip's maximum get phase 0.
     """
     shape = magnitude.shape
-    mag = magnitude.detach().reshape(-1, *shape[-2:]).cpu().numpy().astype(np.float64)
-    batch, bins, frames = mag.shape
+    mag = magnitude.detach().reshape(-1, *shape[-2:]).to(torch.float32)
+    bins = mag.shape[1]
     lam = HANN_GAUSSIAN_LAMBDA_PER_L2 * win_length_samples**2
-    peak = mag.max(axis=(1, 2), keepdims=True)
-    log_mag = np.log(mag + peak * 1e-10 + 1e-30)
-    bin_index = np.arange(bins)[None, :, None]
+    peak = mag.amax(dim=(1, 2), keepdim=True)
+    log_mag = torch.log(mag + peak * 1e-10 + 1e-30)
+    bin_index = torch.arange(bins, device=mag.device)
     # Window-centre convention: phase advance per frame is 2π·hop·(m + δ)/N with the
     # frequency offset δ = N²/(2πλ)·∂log|X|/∂m; phase step per bin is −2π/N × the local
-    # time offset λ/(2π·hop)·∂log|X|/∂n.
-    time_step = (
-        2 * math.pi * hop_length_samples * bin_index / n_fft_samples
-        + hop_length_samples * n_fft_samples / lam * np.gradient(log_mag, axis=1)
-    )
-    freq_step = -(lam / (n_fft_samples * hop_length_samples)) * np.gradient(log_mag, axis=2)
+    # time offset λ/(2π·hop)·∂log|X|/∂n. 2π·hop·m/N reaches hundreds of radians: wrap it
+    # exactly, in integers, before float32 sees it.
+    advance = torch.remainder(hop_length_samples * bin_index, n_fft_samples).to(torch.float32) * (2 * math.pi / n_fft_samples)
+    time_step = advance[None, :, None] + hop_length_samples * n_fft_samples / lam * torch.gradient(log_mag, dim=1)[0]
+    freq_step = -(lam / (n_fft_samples * hop_length_samples)) * torch.gradient(log_mag, dim=2)[0]
     # Trapezoid steps along frequency, cumulated: the walk from bin k to bin m is a difference.
-    freq_walk = np.concatenate(
-        [np.zeros((batch, 1, frames)), np.cumsum((freq_step[:, 1:] + freq_step[:, :-1]) / 2, axis=1)], axis=1
-    )
-    significant = mag > peak * 10 ** (-tolerance_db / 20)
+    walk = torch.cat([torch.zeros_like(freq_step[:, :1]), torch.cumsum((freq_step[:, 1:] + freq_step[:, :-1]) / 2, dim=1)], dim=1)
+    # Frame t continues source bin s: phase_{t−1}[s] + (time step of frames t−1 and t at s) + walk s → m.
+    time_steps = torch.zeros_like(time_step)
+    time_steps[:, :, 1:] = (time_step[:, :, :-1] + time_step[:, :, 1:]) / 2
     sources = _phase_sources(mag)
-    rows = np.arange(batch)[:, None]
-    phase = np.zeros_like(mag)
-    previous = np.zeros((batch, bins))
-    for frame in range(frames):
-        start = previous + (time_step[:, :, frame - 1] + time_step[:, :, frame]) / 2 if frame else previous
-        source = sources[:, :, frame]
-        walk = freq_walk[:, :, frame]
-        current = start[rows, source] + walk - walk[rows, source]
-        previous = np.where(significant[:, :, frame], current, 0.0)
-        phase[:, :, frame] = previous
+    offsets = torch.gather(time_steps, 1, sources) + walk - torch.gather(walk, 1, sources)
+    significant = mag > peak * 10 ** (-tolerance_db / 20)
+    phase = _integrate_frames(
+        torch.where(significant, sources, torch.full_like(sources, bins)),
+        torch.where(significant, torch.remainder(offsets, 2 * math.pi), torch.zeros_like(offsets)),
+    )
     # Back to torch's convention (phase referenced to the frame start): add π·m.
-    phase = np.remainder(phase + math.pi * (bin_index % 2), 2 * math.pi)
-    return torch.from_numpy(phase).to(device=magnitude.device, dtype=magnitude.dtype).reshape(shape)
+    phase = torch.remainder(phase + math.pi * (bin_index % 2).to(torch.float32)[None, :, None], 2 * math.pi)
+    return phase.to(magnitude.dtype).reshape(shape)
 
 
 def phase_on_coarser_grid(fine_phase: torch.Tensor, fine_n_fft: int, coarse_n_fft: int, coarse_bins: int) -> torch.Tensor:
