@@ -39,6 +39,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an installed copy
+
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
 from riffradio.station.types import AudioBlock  # noqa: E402

@@ -21,6 +21,11 @@ class StationMetrics:
         self.clips_dropped = Counter(
             "riffradio_clips_dropped", "Planned clips dropped because the station state changed", registry=r
         )
+        self.clips_committed = Counter(
+            "riffradio_clips_committed",
+            "Clips planned while the station state kept changing (a fader moving), finished regardless",
+            registry=r,
+        )
         self.generation_seconds = Histogram(
             "riffradio_generation_seconds",
             "Wall time to generate one clip (engine + vocoder)",

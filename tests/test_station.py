@@ -189,6 +189,59 @@ def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
 
 
 @pytest.mark.slow
+def test_a_fader_being_moved_is_followed_not_frozen_and_its_final_value_wins(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A DJ sweeps the denoising fader (a message every 30 ms) for as long as it takes: clips made
+    during the move must be heard (the station follows it instead of abandoning every clip), and
+    the value the fader stops at is heard after it."""
+    import threading
+
+    recording = tmp_path / "sweep.wav"
+    station = Station(load_playlist(_write_playlist(tmp_path, recording, lookahead=1)), model=str(tiny_model_dir))
+    heard: dict[str, Any] = {}
+    stop_sweep = threading.Event()
+    final_denoising = 0.95
+
+    def dj_moves_the_fader() -> None:
+        step = 0
+        while not stop_sweep.is_set():
+            station.state.set_knob("denoising", 0.40 + (step % 90) / 1000)  # 0.400 … 0.489
+            step += 1
+            time.sleep(0.03)
+        station.state.set_knob("denoising", final_denoising)  # the fader stops
+
+    def listen(block: Any) -> None:
+        request = block.now_playing.request
+        if block.start_seconds >= 0.5 and "sweep" not in heard:
+            heard["sweep"] = block.start_seconds
+            threading.Thread(target=dj_moves_the_fader, daemon=True).start()
+        if request is None or block.now_playing.fallback:
+            return
+        if 0.40 <= request.start_denoising < 0.49 and "mid_move" not in heard:
+            heard["mid_move"] = block.start_seconds  # a clip made while the fader moved
+            stop_sweep.set()
+        if request.start_denoising == final_denoising and "final" not in heard:
+            heard["final"] = block.start_seconds
+        if "final" in heard and block.start_seconds >= heard["final"] + 1.0:
+            station.stop()
+
+    station.add_block_listener(listen)
+
+    async def run_with_guard() -> None:
+        asyncio.get_running_loop().call_later(300, station.stop)  # a guard, never the normal end
+        await station.run()
+
+    asyncio.run(run_with_guard())
+    stop_sweep.set()
+    assert "mid_move" in heard, "no clip made while the fader moved was ever heard: every one was abandoned"
+    assert "final" in heard and heard["final"] > heard["mid_move"]
+    assert station.producer is not None and station.producer.clips_committed >= 1
+    assert station.metrics.clips_committed._value.get() == station.producer.clips_committed
+    assert station.nowplaying()["clips_committed"] == station.producer.clips_committed
+    audio, _ = soundfile.read(recording)
+    assert _rms_windows(audio[int(0.1 * SAMPLE_RATE_HZ) :]).min() > 1e-3  # never silent
+
+
+@pytest.mark.slow
 def test_sigterm_finalises_a_readable_recording_within_5_seconds(tmp_path: Path, tiny_model_dir: Path) -> None:
     recording = tmp_path / "rec" / "station.flac"
     playlist_path = _write_playlist(tmp_path, recording)

@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _POLL_SECONDS = 0.02
+# A change is planned once the state has been still this long: the messages of one gesture
+# (a prompt and its seed, a controller's burst) come within a few ms of each other.
+DEFAULT_SETTLE_SECONDS = 0.05
+# A state that keeps changing this long is a fader being moved: plan with its state of now and
+# let that clip finish, so the music follows the move instead of restarting at every message.
+DEFAULT_MAX_SETTLE_SECONDS = 0.5
 _MAX_FAILURE_BACKOFF_SECONDS = 10.0
 
 
@@ -93,6 +99,12 @@ class Producer:
         keep_images: keep each clip's spectrogram image (for a video output).
         stop_on_error: raise the first generation error (offline render) instead of logging it
             and retrying while the buffer keeps playing (live).
+        settle_seconds: after a change, the state must be still this long before the next clip
+            is planned (one gesture's messages become one change).
+        max_settle_seconds: if it is still changing after this long (a fader being moved), the
+            clip is planned with the state of that moment and *committed*: later changes do not
+            abandon it; the clip after it takes them. Changes that settle keep abandoning the
+            clip in the making, as before.
     """
 
     def __init__(
@@ -108,6 +120,8 @@ class Producer:
         loudness_lufs: float = -14.0,
         keep_images: bool = True,
         stop_on_error: bool = False,
+        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+        max_settle_seconds: float = DEFAULT_MAX_SETTLE_SECONDS,
     ) -> None:
         self.playlist = playlist
         self.state = state
@@ -120,15 +134,19 @@ class Producer:
         self.loudness_lufs = loudness_lufs
         self.keep_images = keep_images
         self.stop_on_error = stop_on_error
+        self.settle_seconds = settle_seconds
+        self.max_settle_seconds = max_settle_seconds
         self.position: PlanPosition = START
         self.realtime_factor = 0.0
         self.last_generation_seconds = 0.0
         self.clips_generated = 0
         self.clips_dropped = 0
+        self.clips_committed = 0  # planned while the state kept changing, not abandoned
         self.generating: PlannedClip | None = None
         self.idle = threading.Event()  # clear while a worker thread runs the engine
         self.idle.set()
         self._version = state.snapshot().version
+        self._planned_version = self._version  # the state version the last clip was planned under
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
         self._failures = 0
@@ -151,13 +169,28 @@ class Producer:
             if self.buffer.pending_clips_since(snapshot.version) >= self.lookahead_clips:
                 await asyncio.sleep(_POLL_SECONDS)
                 continue
+            committed = False
+            if snapshot.version != self._planned_version:
+                committed = not await self._wait_until_settled()
+                snapshot = self.state.snapshot()
+                if snapshot.version != self._version:
+                    self._replan(snapshot.version)
             planned, after = plan_next(self.playlist, snapshot, self.position)
+            self._planned_version = snapshot.version
             self.position = after
             self.state.advance_riff(after.riff_index)
             self.generating = planned
+            if committed:
+                self.clips_committed += 1
+                self.metrics.clips_committed.inc()
+                log.info(
+                    "clip %d: the station state is still changing (a fader being moved?): made with "
+                    "its state of now and finished whatever comes; the next clip takes the rest",
+                    planned.index,
+                )
             try:
                 self.idle.clear()
-                clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned)
+                clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned, committed)
             except Cancelled:
                 # The DJ changed the state while this clip was being made: it would be dropped
                 # on arrival anyway, so stop it now and make the new state's clip next.
@@ -189,6 +222,21 @@ class Producer:
             self._gain_db = gain_db
             self._count_dropped([c.index for c in dropped], "the station state changed")
 
+    async def _wait_until_settled(self) -> bool:
+        """Wait until the state has been still for ``settle_seconds``; False if it still changes after ``max_settle_seconds``."""
+        started = last_change = time.monotonic()
+        version = self.state.snapshot().version
+        while True:
+            now = time.monotonic()
+            if now - last_change >= self.settle_seconds:
+                return True
+            if now - started >= self.max_settle_seconds:
+                return False
+            await asyncio.sleep(_POLL_SECONDS)
+            current = self.state.snapshot().version
+            if current != version:
+                version, last_change = current, time.monotonic()
+
     def _replan(self, version: int) -> None:
         """Continue the plan from the clip heard now; the next clip is made with the new state.
 
@@ -208,22 +256,26 @@ class Producer:
         log.info("dropped clip(s) %s: %s", ", ".join(str(index) for index in clip_indices), why)
 
     # -- the worker thread -----------------------------------------------------------------------
-    def _generate_then_idle(self, planned: PlannedClip) -> tuple[Clip, float]:
+    def _generate_then_idle(self, planned: PlannedClip, committed: bool = False) -> tuple[Clip, float]:
         try:
-            return self.generate(planned)
+            return self.generate(planned, committed)
         finally:
             self.idle.set()
 
-    def generate(self, planned: PlannedClip) -> tuple[Clip, float]:
-        """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread)."""
+    def generate(self, planned: PlannedClip, committed: bool = False) -> tuple[Clip, float]:
+        """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread).
+
+        Unless ``committed``, a change of the station state abandons it (raises ``Cancelled``).
+        """
         started = time.perf_counter()
         version = planned.state_version
 
         def state_changed() -> bool:
             return self.state.snapshot().version != version
 
-        result = self.engine.riff(planned.request, should_cancel=state_changed)
-        audio = np.asarray(self.vocoder.image_to_audio(result.image, should_cancel=state_changed), dtype=np.float32)
+        should_cancel = None if committed else state_changed
+        result = self.engine.riff(planned.request, should_cancel=should_cancel)
+        audio = np.asarray(self.vocoder.image_to_audio(result.image, should_cancel=should_cancel), dtype=np.float32)
         if audio.ndim == 1:
             audio = audio[None, :]
         normalised = normalise_clip(audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db)

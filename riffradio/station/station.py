@@ -193,6 +193,7 @@ class Station:
             "played_seconds": round(self.seconds_played, 3),
             "clips_generated": producer.clips_generated if producer else 0,
             "clips_dropped": producer.clips_dropped if producer else 0,
+            "clips_committed": producer.clips_committed if producer else 0,
             "state_version": snapshot.version,
             "outputs": [dataclasses.asdict(status) for status in self.fanout_statuses()],
         }
