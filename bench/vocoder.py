@@ -22,7 +22,8 @@ machine with time to spare, such as a GPU, can take; ``--device cuda``: riffradi
 that torch device, the baseline stays on the CPU; ``--save-excerpts FILE.npz`` / ``--excerpts
 FILE.npz``: write the excerpts to a file / read them from it instead of the OGG tracks, for a
 machine without the Debian package, such as the GPU machine of bench/gpu.sh;
-``--without-fine-low-band``: also decode without the padded-grid phase below 500 Hz).
+``--without-fine-low-band``: also decode without the padded-grid phase below 500 Hz;
+``--more-excerpts``: 20 other excerpts, two of each track, for a wider look than the five).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from riffradio.spectrogram.mel import audio_to_mel, hann_window, mel_filterbank,
 from riffradio.spectrogram.params import SpectrogramParams  # noqa: E402
 from riffradio.spectrogram.phase import spectral_convergence_db  # noqa: E402
 from riffradio.spectrogram.vocoder import Vocoder, _image_mel, _normalise_peak, mel_to_audio  # noqa: E402
-from tests.music import EXCERPTS, music_excerpt  # noqa: E402
+from tests.music import EXCERPTS, MORE_EXCERPTS, music_excerpt  # noqa: E402
 
 PARAMS = SpectrogramParams()
 BAND_BINS = 4001  # bins 0 … 10 000 Hz on the 17 640-point grid
@@ -119,6 +120,8 @@ def measure(original: np.ndarray, image, audio: np.ndarray) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two excerpts, no Riffusion baseline")
+    parser.add_argument("--more-excerpts", action="store_true",
+                        help="the 20 excerpts of tests/music.py's MORE_EXCERPTS instead (45 s and 300 s into each track)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the Riffusion converter")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--grid", type=int, action="append", default=[], help="also decode on this FFT grid (repeatable)")
@@ -131,7 +134,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    excerpts = EXCERPTS[:2] if args.quick else EXCERPTS
+    excerpts = EXCERPTS[:2] if args.quick else MORE_EXCERPTS if args.more_excerpts else EXCERPTS
     if args.save_excerpts is not None:
         np.savez_compressed(args.save_excerpts, **{f"{track}@{start:g}s": music_excerpt(track, start) for track, start in excerpts})
         print(f"wrote {len(excerpts)} excerpts to {args.save_excerpts}")

@@ -21,6 +21,12 @@ EXCERPTS: tuple[tuple[str, float], ...] = (
     ("music009.ogg", 200.0),
 )
 
+# Two more excerpts of every track (45 s and 300 s in), for a wider look (bench/vocoder.py
+# --more-excerpts); chosen by position only, not by how well they decode.
+MORE_EXCERPTS: tuple[tuple[str, float], ...] = tuple(
+    (f"music{number:03d}.ogg", start) for number in range(10) for start in (45.0, 300.0)
+)
+
 
 def music_path(track: str) -> Path:
     """Path of one track; raises FileNotFoundError naming the package when it is missing."""
