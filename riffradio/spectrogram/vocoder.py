@@ -67,22 +67,22 @@ def _inverse_mel_operators(
     only a few neighbouring bands, so A is kept sparse.
     """
     filterbank = mel_filterbank(params).astype(np.float64)  # (padded bins, mels)
-    padded_bins = filterbank.shape[0]
+    covered = np.nonzero(filterbank.any(axis=1))[0]  # padded bins some band touches
     grid_bins = grid_n_fft // 2 + 1
-    padded_hz = np.arange(padded_bins) * params.sample_rate_hz / params.n_fft_samples
-    grid_hz = np.arange(grid_bins) * params.sample_rate_hz / grid_n_fft
-    # Interpolation matrix (padded bins × grid bins).
-    position = np.interp(padded_hz, grid_hz, np.arange(grid_bins))
-    interp = np.zeros((padded_bins, grid_bins))
+    # Each covered padded bin's position on the grid, in (fractional) grid bins.
+    position = covered * (grid_n_fft / params.n_fft_samples)
+    # A = filterbank.T @ interpolation, accumulated tap by tap without the (padded × grid) matrix.
+    forward_t = np.zeros((grid_bins, filterbank.shape[1]))
     for offset in range(-LANCZOS_TAPS // 2 + 1, LANCZOS_TAPS // 2 + 1):
         source = np.floor(position).astype(int) + offset
         distance = position - source
         weight = np.sinc(distance) * np.sinc(distance / (LANCZOS_TAPS // 2))
+        weight[np.abs(weight) < 1e-9] = 0.0  # the kernel's zeros at whole bins, exactly
         # |X| is even about 0 Hz and about Nyquist: mirror the taps that fall outside.
         source = np.abs(source)
         source = np.where(source > grid_bins - 1, 2 * (grid_bins - 1) - source, source)
-        np.add.at(interp, (np.arange(padded_bins), source), weight)
-    forward = filterbank.T @ interp  # (mels, grid bins)
+        np.add.at(forward_t, source, filterbank[covered] * weight[:, None])
+    forward = forward_t.T  # (mels, grid bins)
     if max_hz is not None:
         kept_bins = int(max_hz / (params.sample_rate_hz / grid_n_fft)) + 1
         whole_bands = ~forward[:, kept_bins:].any(axis=1)
