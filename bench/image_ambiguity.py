@@ -51,9 +51,7 @@ def image_equivalent_signal(
     length = frames * params.hop_length_samples
     operators = _inverse_mel_operators(params, GRID_N_FFT)
     bins = operators.active_bins
-    matrix = torch.zeros(operators.num_mels, bins)
-    matrix[torch.from_numpy(operators.rows), torch.from_numpy(operators.cols)] = torch.from_numpy(operators.values)
-    matrix = matrix.clamp(min=0)  # the Lanczos taps' small negative lobes would let the ratio flip sign
+    matrix = operators.dense().clamp(min=0)  # the Lanczos taps' small negative lobes would let the ratio flip sign
     band_count = (matrix.T @ torch.ones(operators.num_mels, 1)).clamp(min=1e-6)
     spectrum = stft(torch.from_numpy(np.ascontiguousarray(original[..., :length])), params, GRID_N_FFT)[..., :bins, :frames]
     phase = spectrum.angle()

@@ -153,6 +153,11 @@ def pghi_phase(
     return phase.to(magnitude.dtype).reshape(shape)
 
 
+def grids_nest(fine_n_fft: int, coarse_n_fft: int) -> bool:
+    """True when every coarse-grid bin is a fine-grid bin and the frames start a whole sample apart."""
+    return fine_n_fft % coarse_n_fft == 0 and (fine_n_fft - coarse_n_fft) % 2 == 0
+
+
 def phase_on_coarser_grid(fine_phase: torch.Tensor, fine_n_fft: int, coarse_n_fft: int, coarse_bins: int) -> torch.Tensor:
     """The phase ``(..., coarse_bins, frames)`` that ``fine_phase`` implies on a coarser FFT grid.
 
@@ -161,9 +166,9 @@ def phase_on_coarser_grid(fine_phase: torch.Tensor, fine_n_fft: int, coarse_n_ff
     frame starts ``(fine_n_fft − coarse_n_fft) / 2`` samples earlier: its phase is larger by
     ``π·k·(r − 1)``.
     """
-    ratio, remainder = divmod(fine_n_fft, coarse_n_fft)
-    if remainder or (fine_n_fft - coarse_n_fft) % 2:
+    if not grids_nest(fine_n_fft, coarse_n_fft):
         raise ValueError(f"{fine_n_fft}-point grid is not an even multiple of the {coarse_n_fft}-point grid")
+    ratio = fine_n_fft // coarse_n_fft
     sampled = fine_phase[..., ::ratio, :][..., :coarse_bins, :]
     bin_index = torch.arange(sampled.shape[-2], device=fine_phase.device, dtype=fine_phase.dtype)[:, None]
     return torch.remainder(sampled + math.pi * (ratio - 1) * bin_index, 2 * math.pi)
