@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-HANN_GAUSSIAN_LAMBDA_PER_L2 = 0.25645
+from riffradio.spectrogram.phase import HANN_GAUSSIAN_LAMBDA_PER_L2
 
 
 def reference_phase_sources(magnitude: np.ndarray) -> np.ndarray:
@@ -52,17 +52,9 @@ def reference_pghi_phase(
     win_length_samples: int,
     tolerance_db: float = 60.0,
 ) -> np.ndarray:
-    """Phase (radians, torch's STFT convention) for ``magnitude`` of shape ``(..., bins, frames)``.
+    """:func:`riffradio.spectrogram.phase.pghi_phase`, same arguments, on a numpy array.
 
     numpy float64, sequential over bins (the heap order) and over frames (the integration).
-
-    Args:
-        magnitude: non-negative STFT magnitudes, ``bins = n_fft // 2 + 1`` (trailing all-zero
-            bins, e.g. above the mel range, may be cut off by the caller).
-        hop_length_samples: hop between frames.
-        n_fft_samples: FFT length the bins belong to.
-        win_length_samples: Hann window length (centred in the FFT frame).
-        tolerance_db: bins more than this far below the clip's maximum get phase 0.
     """
     shape = magnitude.shape
     mag = np.asarray(magnitude, np.float64).reshape(-1, *shape[-2:])

@@ -33,6 +33,7 @@ FINE_PHASE_MAX_HZ = 500.0
 # The fine-grid inverse mel solves a little above FINE_PHASE_MAX_HZ so that the bands at the cut
 # see all of their bins.
 FINE_PHASE_MARGIN_HZ = 100.0
+_FINE_SOLVE_MAX_HZ = FINE_PHASE_MAX_HZ + FINE_PHASE_MARGIN_HZ
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,35 @@ def _inverse_mel_operators(
     )
 
 
+@dataclass(frozen=True)
+class _DeviceOperators:
+    """The operators' tensors on one device: A dense (accelerators) or as COO triplets (CPU)."""
+
+    pseudo_inverse: torch.Tensor
+    matrix: torch.Tensor | None
+    rows: torch.Tensor | None
+    cols: torch.Tensor | None
+    values: torch.Tensor | None
+
+
+@functools.lru_cache(maxsize=16)
+def _device_operators(
+    params: SpectrogramParams, grid_n_fft: int, max_hz: float | None, device: torch.device, dense: bool
+) -> _DeviceOperators:
+    """Built and copied to ``device`` once, not for every clip."""
+    operators = _inverse_mel_operators(params, grid_n_fft, max_hz)
+    pseudo_inverse = torch.from_numpy(operators.pseudo_inverse).to(device)
+    if dense:
+        return _DeviceOperators(pseudo_inverse, operators.dense().to(device), None, None, None)
+    return _DeviceOperators(
+        pseudo_inverse,
+        None,
+        torch.from_numpy(operators.rows).to(device),
+        torch.from_numpy(operators.cols).to(device),
+        torch.from_numpy(operators.values).to(device)[:, None],
+    )
+
+
 def inverse_mel(
     mel: torch.Tensor,
     params: SpectrogramParams,
@@ -132,10 +162,11 @@ def inverse_mel(
     device = mel.device
     if dense is None:
         dense = device.type != "cpu"
-    if dense:
+    tensors = _device_operators(params, grid_n_fft, max_hz, device, dense)
+    if tensors.matrix is not None:
         # Accelerators: a dense matmul is fast and, unlike index_add_'s atomics on CUDA,
         # sums in a fixed order, so the decode stays deterministic.
-        matrix = operators.dense().to(device)
+        matrix = tensors.matrix
 
         def forward(magnitude: torch.Tensor) -> torch.Tensor:
             return matrix @ magnitude
@@ -145,9 +176,7 @@ def inverse_mel(
 
     else:
         # CPU: A has a few non-zeros per bin; gather-multiply-scatter beats the dense matmul.
-        rows = torch.from_numpy(operators.rows).to(device)
-        cols = torch.from_numpy(operators.cols).to(device)
-        values = torch.from_numpy(operators.values).to(device)[:, None]
+        rows, cols, values = tensors.rows, tensors.cols, tensors.values
 
         def forward(magnitude: torch.Tensor) -> torch.Tensor:  # (..., bins, frames) → (..., mels, frames)
             out = magnitude.new_zeros(*magnitude.shape[:-2], operators.num_mels, magnitude.shape[-1])
@@ -160,7 +189,7 @@ def inverse_mel(
     mel = mel.to(torch.float32)
     target = adjoint(mel)
     step = 1.0 / operators.lipschitz
-    estimate = torch.clamp(torch.from_numpy(operators.pseudo_inverse).to(device) @ mel, min=0.0)
+    estimate = torch.clamp(tensors.pseudo_inverse @ mel, min=0.0)
     momentum_point = estimate
     t = 1.0
     for _ in range(iterations):
@@ -221,7 +250,7 @@ def _with_fine_low_band_phase(
     """
     if grid_n_fft >= params.n_fft_samples or not grids_nest(params.n_fft_samples, grid_n_fft):
         return phase
-    fine = inverse_mel(mel, params, params.n_fft_samples, max_hz=FINE_PHASE_MAX_HZ + FINE_PHASE_MARGIN_HZ)
+    fine = inverse_mel(mel, params, params.n_fft_samples, max_hz=_FINE_SOLVE_MAX_HZ)
     fine_phase = pghi_phase(fine, params.hop_length_samples, params.n_fft_samples, params.win_length_samples)
     coarse_bins = min(int(FINE_PHASE_MAX_HZ / (params.sample_rate_hz / grid_n_fft)) + 1, phase.shape[-2])
     low = phase_on_coarser_grid(fine_phase, params.n_fft_samples, grid_n_fft, coarse_bins)
@@ -271,7 +300,7 @@ class Vocoder:
         self.device = torch.device(device)
         # Build the cached operators now, not during the first clip.
         _inverse_mel_operators(params, params.win_length_samples)
-        _inverse_mel_operators(params, params.n_fft_samples, FINE_PHASE_MAX_HZ + FINE_PHASE_MARGIN_HZ)
+        _inverse_mel_operators(params, params.n_fft_samples, _FINE_SOLVE_MAX_HZ)
 
     def image_to_audio(self, image: Image.Image, should_cancel: CancelCheck | None = None) -> np.ndarray:
         """Float32 ``(channels, samples)`` at ``sample_rate_hz``, peak at ``REFERENCE_PEAK_DBFS``."""
