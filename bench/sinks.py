@@ -16,16 +16,19 @@ Targets (issue 5): audio sinks together ≤ 0.10; RTMP video 1280×720 at 30 fps
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from riffradio.sinks.encoders import EncoderSettings, SharedEncoder
-from riffradio.sinks.rtmp import FlvEncoder, FlvSettings
-from riffradio.sinks.video import ScrollingSpectrogram, VideoSettings
-from riffradio.station.types import AudioBlock, NowPlaying
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an installed copy
+
+from riffradio.sinks.encoders import EncoderSettings, SharedEncoder  # noqa: E402
+from riffradio.sinks.rtmp import FlvEncoder, FlvSettings  # noqa: E402
+from riffradio.sinks.video import ScrollingSpectrogram, VideoSettings  # noqa: E402
+from riffradio.station.types import AudioBlock, NowPlaying  # noqa: E402
 
 BLOCK_FRAMES = 4096
 RATE_HZ = 44100

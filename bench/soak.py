@@ -33,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's riffradio, not whichever one is installed
 sys.path.insert(0, str(REPO / "tests"))  # the real-server helpers the tests use
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -116,7 +117,9 @@ def main() -> int:
     notify.bind(str(notify_path))
     notify.setblocking(False)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="30000000",
-               ICECAST_PASSWORD="srcpw-secret")
+               ICECAST_PASSWORD="srcpw-secret",
+               # The station child runs this checkout too, wherever the soak is started from.
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     total_seconds = (args.warmup_minutes + args.minutes) * 60
     log_path = workdir / "station.log"
     with open(log_path, "wb") as log:
