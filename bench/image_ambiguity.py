@@ -16,7 +16,7 @@ original, shows what the image leaves open above the split: a decoder that sees 
 cannot tell such a signal from the original, so it cannot be expected to land closer than that.
 
 With ``--fit-waveform K`` (default 200; 0 skips it), a third signal: riffradio's vocoder output,
-then K L-BFGS iterations on its waveform (20 per step, strong-Wolfe line search) that minimise
+then K L-BFGS iterations on its waveform (in steps of 20, strong-Wolfe line search) that minimise
 the squared error between the image's mel and the mel of the signal's exact Riffusion analysis
 (17 640-point STFT, mel filterbank), on a linear amplitude scale like the spectral convergence.
 If fitting the image closer and closer does not bring the signal closer to the original, the
@@ -29,6 +29,7 @@ Run: ``python3 bench/image_ambiguity.py`` (``--iterations 150 --split-hz 2000 --
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.vocoder import PARAMS, measure  # noqa: E402
 from riffradio.spectrogram.image import audio_to_image  # noqa: E402
-from riffradio.spectrogram.mel import mel_filterbank, stft  # noqa: E402
+from riffradio.spectrogram.mel import mel_amplitudes, stft  # noqa: E402
 from riffradio.spectrogram.phase import _FramePair  # noqa: E402
 from riffradio.spectrogram.vocoder import Vocoder, _image_mel, _inverse_mel_operators  # noqa: E402
 from tests.music import EXCERPTS, music_excerpt  # noqa: E402
@@ -86,10 +87,9 @@ def waveform_fitted_to_image(audio: np.ndarray, image, iterations: int) -> np.nd
     mel_array, params = _image_mel(image, PARAMS)
     target = torch.from_numpy(mel_array).to(torch.float32)
     frames = target.shape[-1]
-    filterbank = torch.from_numpy(mel_filterbank(params).copy())
 
     def mel_of(signal: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("fm,...ft->...mt", filterbank, stft(signal, params).abs())[..., :frames]
+        return mel_amplitudes(signal, params)[..., :frames]
 
     signal = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     with torch.no_grad():  # the image's level, so the loss starts at the decoder's own error
@@ -105,7 +105,7 @@ def waveform_fitted_to_image(audio: np.ndarray, image, iterations: int) -> np.nd
         loss.backward()
         return loss
 
-    for _ in range(max(iterations // 20, 1) if iterations else 0):
+    for _ in range(math.ceil(iterations / 20)):
         optimiser.step(closure)
     fitted = signal.detach().numpy()
     return fitted / max(float(np.abs(fitted).max()), 1e-12)

@@ -99,7 +99,10 @@ def audio_to_mel(audio: np.ndarray, params: SpectrogramParams) -> np.ndarray:
     The number of frames is ``1 + samples // hop`` (centred frames).
     """
     waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    magnitude = stft(waveform, params).abs()
-    filterbank = torch.from_numpy(mel_filterbank(params))
-    mel = torch.einsum("fm,...ft->...mt", filterbank, magnitude)
-    return mel.numpy()
+    return mel_amplitudes(waveform, params).numpy()
+
+
+def mel_amplitudes(audio: torch.Tensor, params: SpectrogramParams) -> torch.Tensor:
+    """:func:`audio_to_mel` for a ``(..., samples)`` tensor on any device, differentiable."""
+    filterbank = torch.from_numpy(mel_filterbank(params)).to(audio.device)
+    return torch.einsum("fm,...ft->...mt", filterbank, stft(audio, params).abs())
