@@ -93,6 +93,9 @@ def message(address: str, *args: tuple[str, Any]) -> bytes:
 # (oscsend arguments, what the snapshot must show afterwards)
 CHANGES: list[tuple[tuple[str, ...], Callable[[Any], bool]]] = [
     (("/riffradio/prompt", "s", "church bells on sunday"), lambda s: s.live_prompt == "church bells on sunday"),
+    (("/riffradio/to_prompt", "s", "rainy jazz"), lambda s: s.live_to_prompt == "rainy jazz"),
+    (("/riffradio/alpha", "f", "0.25"), lambda s: s.live_alpha == 0.25),
+    (("/riffradio/to_prompt", "s", ""), lambda s: s.live_to_prompt is None),  # "" ends the blend
     (("/riffradio/seed", "i", "7"), lambda s: s.live_seed == 7),
     (("/riffradio/seed", "h", "99999999999"), lambda s: s.live_seed == 99999999999),
     (("/riffradio/denoising", "f", "0.6"), lambda s: math.isclose(s.knobs.denoising, 0.6, rel_tol=1e-6)),
@@ -142,6 +145,7 @@ REJECTED: list[tuple[tuple[str, ...], str, str]] = [
     (("/riffradio/seed", "i", "-1"), "bad_value", "seed must be between"),
     (("/riffradio/goto", "i", "99"), "bad_value", "riff index must be between 0 and 3"),
     (("/riffradio/hold", "i", "2"), "bad_value", "takes 0 or 1"),
+    (("/riffradio/alpha", "f", "1.5"), "bad_value", "alpha must be between 0 and 1"),
     (("/riffradio/prompt", "s", " "), "bad_value", "non-empty"),
     (("/riffradio/state", "i", "0"), "bad_value", "reply port 0"),
     (("/riffradio/volume", "s", "loud"), "bad_type_tags", "takes a number (f or i), got 's'"),

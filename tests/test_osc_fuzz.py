@@ -67,7 +67,7 @@ WRONG: list[bytes] = [
     *(msg(a, ("f", v)) for a in ("/riffradio/volume", "/riffradio/denoising", "/riffradio/seed")
       for v in (math.nan, math.inf, -math.inf, -1.0, 1e30)),
     *(msg(a, ("s", "x")) for a in ADDRESSES if a not in {
-        "/riffradio/prompt", "/riffradio/seed_image", "/riffradio/negative_prompt", "/riffradio/next",
+        "/riffradio/prompt", "/riffradio/to_prompt", "/riffradio/seed_image", "/riffradio/negative_prompt", "/riffradio/next",
         "/riffradio/state", "/riffradio/subscribe", "/riffradio/unsubscribe"}),
     msg("/riffradio/next", ("s", "x")), msg("/riffradio/state", ("f", 1.0)),
     msg("/riffradio/prompt", ("i", 1)), msg("/riffradio/prompt", ("s", "")), msg("/riffradio/prompt", ("s", "x" * 1001)),

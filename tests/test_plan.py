@@ -126,6 +126,36 @@ def test_live_prompt_transitions_from_what_plays_then_holds() -> None:
     assert clip.request.start_prompt == "jazzy lofi hip hop" and not clip.live
 
 
+def test_a_blend_of_two_live_prompts_sits_at_the_fader_and_walks_seeds() -> None:
+    playlist = _playlist()
+    state = StationState(len(playlist.riffs))
+    _, position = plan_next(playlist, state.snapshot(), START)  # jazz → bells, seed 42
+    state.set_prompt("rainy jazz")
+    state.set_to_prompt("church organ")
+    first, position = plan_next(playlist, state.snapshot(), position)
+    assert (first.request.start_prompt, first.request.end_prompt, first.request.alpha) == (
+        "rainy jazz", "church organ", 0.5,
+    )  # fmt: skip
+    assert first.request.start_seed == first.request.end_seed == 43 and first.live
+    assert first.request.title == "rainy jazz → church organ"
+    state.set_alpha(0.2)
+    second, position = plan_next(playlist, state.snapshot(), position)
+    assert (second.request.alpha, second.request.start_seed) == (0.2, 44)  # the seed walks on
+    state.set_alpha(0.0)
+    third, position = plan_next(playlist, state.snapshot(), position)
+    assert third.request.title == "rainy jazz"
+    state.set_seed(7)
+    fourth, position = plan_next(playlist, state.snapshot(), position)
+    assert fourth.request.start_seed == 7 + position.clip - 1
+    # "" ends the blend: back to the live prompt, by a transition from what plays
+    state.set_to_prompt("")
+    after, position = plan_next(playlist, state.snapshot(), position)
+    assert after.request.end_prompt == "rainy jazz" and state.snapshot().live_alpha == 0.0
+    state.next_riff()
+    snapshot = state.snapshot()
+    assert snapshot.live_to_prompt is None and snapshot.live_alpha is None
+
+
 def test_live_seed_replaces_playlist_seeds() -> None:
     playlist = _playlist()
     state = StationState(len(playlist.riffs))

@@ -39,6 +39,7 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_server import AsyncIOOSCUDPServer
 from pythonosc.parsing import osc_types
 
+from riffradio.control.fields import FIELDS, ArgParser, Field, Rejected, number_arg, tag_of, text_arg, toggle_arg, trigger_arg
 from riffradio.errors import RiffradioError
 from riffradio.metrics import StationMetrics
 from riffradio.station.state import StateSnapshot, StationState
@@ -48,13 +49,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/riffradio"
 #: every address the station answers to, documented in docs/osc.md
-ADDRESSES: tuple[str, ...] = tuple(
-    f"{PREFIX}/{name}"
-    for name in (
-        "prompt", "seed", "denoising", "guidance", "steps", "clips", "seed_image", "negative_prompt",
-        "next", "goto", "hold", "volume", "crossfade", "state", "subscribe", "unsubscribe",
-    )
-)
+#: (the settable ones are riffradio.control.fields.FIELDS, shared with HTTP)
+ADDRESSES: tuple[str, ...] = tuple(f"{PREFIX}/{name}" for name in (*FIELDS, "state", "subscribe", "unsubscribe"))
 #: values of the ``outcome`` label of ``riffradio_osc_messages``
 OUTCOMES: tuple[str, ...] = (
     "accepted", "denied", "malformed", "unknown_address", "bad_type_tags", "bad_value", "error",
@@ -71,13 +67,8 @@ _ADDRESS_RE = re.compile(r"/[A-Za-z0-9_/-]{1,127}")
 _INT32_RANGE = range(-(2**31), 2**31)
 
 
-class OscRejected(Exception):
-    """A message the station will not apply; ``outcome`` is one of :data:`OUTCOMES`."""
-
-    def __init__(self, outcome: str, reason: str) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.reason = reason
+#: a message the station will not apply; ``outcome`` is one of :data:`OUTCOMES`
+OscRejected = Rejected
 
 
 class OscConfigLike(Protocol):
@@ -173,59 +164,16 @@ def decode_message(dgram: bytes) -> OscMessage:
 # -- arguments (pure functions: address, args -> value, or OscRejected) ------------------------
 
 
-def _tag_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "T" if value else "F"
-    return {int: "i", float: "f", str: "s", type(None): "N"}.get(type(value), "?")
-
-
-def _one(address: str, args: Sequence[Any], what: str) -> Any:
-    if len(args) != 1:
-        tags = "".join(_tag_of(a) for a in args)
-        raise OscRejected("bad_type_tags", f"{address} takes one {what}, got type tags ',{tags}'")
-    return args[0]
-
-
-def text_arg(address: str, args: Sequence[Any]) -> str:
-    value = _one(address, args, "string (s)")
-    if not isinstance(value, str):
-        raise OscRejected("bad_type_tags", f"{address} takes a string (s), got '{_tag_of(value)}'")
-    return value
-
-
-def number_arg(address: str, args: Sequence[Any]) -> int | float:
-    """A number; an int knob also takes a whole float (controller faders send floats)."""
-    value = _one(address, args, "number (f or i)")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise OscRejected("bad_type_tags", f"{address} takes a number (f or i), got '{_tag_of(value)}'")
-    if not math.isfinite(value):
-        raise OscRejected("bad_value", f"{address}: {value} is not a finite number")
-    return value
-
-
-def toggle_arg(address: str, args: Sequence[Any]) -> bool:
-    """0 or 1 as i, f (a controller toggle sends 0.0/1.0), T or F."""
-    value = _one(address, args, "0 or 1 (i, f, T or F)")
-    if isinstance(value, bool):
-        return value
-    number = number_arg(address, args)
-    if number not in (0, 1):
-        raise OscRejected("bad_value", f"{address} takes 0 or 1, got {number!r}")
-    return bool(number)
-
-
-def trigger_arg(address: str, args: Sequence[Any]) -> bool:
-    """No argument fires; a button's 1 (press) fires and its 0 (release) does nothing."""
-    return True if not args else toggle_arg(address, args)
-
-
 def reply_port_arg(address: str, args: Sequence[Any]) -> int | None:
     """Optional UDP port to answer on (at the sender's address); ``None`` = the sender's port."""
     if not args:
         return None
-    value = _one(address, args, "optional reply port (i)")
+    if len(args) != 1:
+        tags = "".join(tag_of(a) for a in args)
+        raise OscRejected("bad_type_tags", f"{address} takes one optional reply port (i), got type tags ',{tags}'")
+    value = args[0]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OscRejected("bad_type_tags", f"{address} takes an optional reply port (i), got '{_tag_of(value)}'")
+        raise OscRejected("bad_type_tags", f"{address} takes an optional reply port (i), got '{tag_of(value)}'")
     if not 1 <= value <= 65535:
         raise OscRejected("bad_value", f"{address}: reply port {value} is not in 1..65535")
     return value
@@ -258,6 +206,8 @@ def state_fields(snapshot: StateSnapshot) -> list[tuple[str, Any]]:
     knobs = dataclasses.asdict(snapshot.knobs)
     fields: list[tuple[str, Any]] = [
         ("prompt", snapshot.live_prompt),
+        ("to_prompt", snapshot.live_to_prompt),
+        ("alpha", snapshot.live_alpha),
         ("seed", snapshot.live_seed),
         *((name, knobs[name]) for name in ("denoising", "guidance", "steps", "clips", "seed_image", "negative_prompt")),
         ("goto", snapshot.riff_index),
@@ -353,7 +303,6 @@ class RateLimitedLog:
 
 # -- the server ----------------------------------------------------------------------------------
 
-ArgParser = Callable[[str, Sequence[Any]], Any]
 Action = Callable[[Any, tuple[str, int]], None]
 
 
@@ -449,20 +398,11 @@ class OscServer:
     def _routes(self) -> dict[str, tuple[ArgParser, Action]]:
         state = self._state
 
-        def knob(name: str) -> tuple[ArgParser, Action]:
-            return number_arg, lambda value, _sender: state.set_knob(name, value)
+        def setter(field: Field) -> tuple[ArgParser, Action]:
+            return field.parse, lambda value, _sender: field.apply(state, value)
 
         routes: dict[str, tuple[ArgParser, Action]] = {
-            f"{PREFIX}/prompt": (text_arg, lambda value, _sender: state.set_prompt(value)),
-            f"{PREFIX}/seed": (number_arg, lambda value, _sender: state.set_seed(value)),
-            **{f"{PREFIX}/{name}": knob(name) for name in ("denoising", "guidance", "steps", "clips")},
-            f"{PREFIX}/seed_image": (text_arg, lambda value, _sender: state.set_seed_image(value)),
-            f"{PREFIX}/negative_prompt": (text_arg, lambda value, _sender: state.set_negative_prompt(value)),
-            f"{PREFIX}/next": (trigger_arg, lambda fire, _sender: state.next_riff() if fire else None),
-            f"{PREFIX}/goto": (number_arg, lambda value, _sender: state.goto_riff(value)),
-            f"{PREFIX}/hold": (toggle_arg, lambda value, _sender: state.set_hold(value)),
-            f"{PREFIX}/volume": (number_arg, lambda value, _sender: state.set_volume(value)),
-            f"{PREFIX}/crossfade": (number_arg, lambda value, _sender: state.set_crossfade_seconds(value)),
+            **{f"{PREFIX}/{name}": setter(field) for name, field in FIELDS.items()},
             f"{PREFIX}/state": (reply_port_arg, self._reply_state),
             f"{PREFIX}/subscribe": (reply_port_arg, self._subscribe),
             f"{PREFIX}/unsubscribe": (reply_port_arg, self._unsubscribe),

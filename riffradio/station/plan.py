@@ -11,7 +11,8 @@ Walking it from :data:`START` gives an endless, deterministic sequence of
   the station never repeats itself;
 * the state steers it: ``goto``/``next`` jump (noticed by ``jump_count``), ``hold`` keeps walking
   seeds on the current prompt, a live prompt transitions from what plays now to it over ``clips``
-  clips and then holds it, a live seed replaces the playlist's seeds, knobs override riff values.
+  clips and then holds it, a live seed replaces the playlist's seeds, knobs override riff values;
+  a live prompt with a second prompt (``to_prompt``) blends the two at the live ``alpha``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from riffradio.station.state import StateSnapshot
 
 SEED_WALK_ALPHA_STEP = 0.25  # Riffusion's app moves alpha by 0.25 per clip between seeds s and s+1
 LOOP_SEED_STRIDE = 1000
+BLEND_ALPHA = 0.5  # a blend whose fader was never moved sits in the middle
 _SEED_MODULUS = 2**63
 
 
@@ -142,6 +144,19 @@ def plan_next(playlist: Playlist, snapshot: StateSnapshot, position: PlanPositio
         )
     riff = playlist.riffs[position.riff_index % riff_count]
     clips = snapshot.knobs.clips or riff.clips
+
+    if snapshot.live_prompt is not None and snapshot.live_to_prompt is not None:
+        # A blend (a fader between two prompts): both prompts at the fader's alpha, the seed
+        # walking on by one per clip, so the music keeps moving while the fader rests.
+        alpha = BLEND_ALPHA if snapshot.live_alpha is None else snapshot.live_alpha
+        if snapshot.live_seed is not None:
+            seed = snapshot.live_seed + position.clip
+        else:
+            seed = position.last.start_seed + 1 if position.last is not None else riff.seed
+        point = (snapshot.live_prompt, snapshot.live_to_prompt, _seed(seed), _seed(seed), alpha)
+        request = _request(playlist, snapshot, riff, point)
+        planned = PlannedClip(position.index, request, position.riff_index, snapshot.version, live=True)
+        return planned, replace(position, index=position.index + 1, clip=position.clip + 1, live=None, last=request)
 
     if snapshot.live_prompt is not None:
         key = (snapshot.live_prompt, snapshot.live_seed)

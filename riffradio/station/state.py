@@ -24,6 +24,8 @@ KNOB_RANGES: dict[str, tuple[type, float, float]] = {
 }
 VOLUME_RANGE: tuple[float, float] = (0.0, 4.0)
 CROSSFADE_SECONDS_RANGE: tuple[float, float] = (0.0, 5.0)
+ALPHA_RANGE: tuple[float, float] = (0.0, 1.0)
+MAX_PROMPT_CHARACTERS = 1000
 
 Listener = Callable[[str, Any], None]
 
@@ -51,6 +53,9 @@ class StateSnapshot:
             index stays the same (``goto`` to the current riff).
         live_prompt: a prompt the DJ asked for (transition to it, then hold), or ``None``.
         live_seed: a seed the DJ asked for, or ``None``.
+        live_to_prompt: a second prompt: with ``live_prompt`` set, clips blend the two at
+            ``live_alpha`` (a DJ's fader between two prompts), or ``None``.
+        live_alpha: the blend position, 0 = ``live_prompt`` … 1 = ``live_to_prompt`` (``None``: 0.5).
         hold: stay on the current prompt, walking seeds, instead of moving on in the playlist.
         knobs: live overrides of riff values.
         volume: linear output gain (1.0 = unchanged).
@@ -62,6 +67,8 @@ class StateSnapshot:
     jump_count: int = 0
     live_prompt: str | None = None
     live_seed: int | None = None
+    live_to_prompt: str | None = None
+    live_alpha: float | None = None
     hold: bool = False
     knobs: Knobs = Knobs()
     volume: float = 1.0
@@ -82,6 +89,14 @@ def _check_number(name: str, value: Any, kind: type, low: float, high: float) ->
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
     return value
+
+
+def _check_prompt(name: str, prompt: Any) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"{name} must be a non-empty string")
+    if len(prompt) > MAX_PROMPT_CHARACTERS:
+        raise ValueError(f"{name} is {len(prompt)} characters long, at most {MAX_PROMPT_CHARACTERS} are allowed")
+    return prompt.strip()
 
 
 class StationState:
@@ -125,11 +140,19 @@ class StationState:
 
     def set_prompt(self, prompt: str) -> None:
         """Transition from what plays now to ``prompt``, then stay on it (walking seeds)."""
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError("prompt must be a non-empty string")
-        if len(prompt) > 1000:
-            raise ValueError(f"prompt is {len(prompt)} characters long, at most 1000 are allowed")
-        self._update("prompt", prompt, live_prompt=prompt.strip())
+        self._update("prompt", prompt, live_prompt=_check_prompt("prompt", prompt))
+
+    def set_to_prompt(self, prompt: str) -> None:
+        """A second prompt to blend with the live prompt at ``alpha``; ``""`` ends the blend."""
+        if isinstance(prompt, str) and not prompt.strip():
+            self._update("to_prompt", "", live_to_prompt=None)
+            return
+        self._update("to_prompt", prompt, live_to_prompt=_check_prompt("to_prompt", prompt))
+
+    def set_alpha(self, alpha: float) -> None:
+        """Where the blend of prompt and to_prompt sits: 0 = prompt, 1 = to_prompt."""
+        alpha = float(_check_number("alpha", alpha, float, *ALPHA_RANGE))
+        self._update("alpha", alpha, live_alpha=alpha)
 
     def set_seed(self, seed: int) -> None:
         seed = int(_check_number("seed", seed, int, 0, 2**63 - 1))
@@ -172,6 +195,8 @@ class StationState:
             jump_count=snap.jump_count + 1,
             live_prompt=None,
             live_seed=None,
+            live_to_prompt=None,
+            live_alpha=None,
             hold=False,
         )
 
