@@ -32,9 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="An endless, live-steerable AI radio station (Riffusion on diffusers).",
     )
     parser.add_argument("--version", action="version", version=f"riffradio {__version__}")
-    parser.add_argument(
-        "--log-level", default="INFO", help="logging level: DEBUG, INFO, WARNING, ERROR (default INFO)"
-    )
+    log_level_help = "logging level: DEBUG, INFO, WARNING, ERROR (default INFO)"
+    parser.add_argument("--log-level", default="INFO", help=log_level_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in COMMAND_MODULES:
         try:
@@ -44,17 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue  # a stage without commands yet
         module.register(subparsers)
+    # ``riffradio play x.yaml --log-level DEBUG`` as well as ``riffradio --log-level DEBUG play x.yaml``
+    for command in subparsers.choices.values():
+        command.add_argument("--log-level", default=argparse.SUPPRESS, help=log_level_help)
     return parser
+
+
+def configure_logging(level_name: str) -> None:
+    """One line per event on stderr; with a ``<N>`` syslog priority prefix when stderr is the journal."""
+    from riffradio.control.systemd import LOG_FORMAT, log_formatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(log_formatter(sys.stderr))
+    logging.basicConfig(level=getattr(logging, str(level_name).upper(), logging.INFO), format=LOG_FORMAT,
+                        handlers=[handler])  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level)
     try:
         result = args.handler(args)
     except RiffradioError as error:

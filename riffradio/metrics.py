@@ -56,6 +56,9 @@ class StationMetrics:
         self.sink_bytes_sent = Counter(
             "riffradio_sink_bytes_sent", "Encoded bytes a sink wrote", ["sink"], registry=r
         )
+        self.sink_underflows = Counter(
+            "riffradio_sink_underflows", "Output underflows a sound card reported (gaps heard)", ["sink"], registry=r
+        )
         self.sink_up = Gauge("riffradio_sink_up", "1 while the sink is connected", ["sink"], registry=r)
         self.osc_messages = Counter(
             "riffradio_osc_messages", "OSC messages received, by outcome", ["outcome"], registry=r

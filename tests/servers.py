@@ -188,6 +188,13 @@ class IcecastServer(_Daemon):
         super().__init__(directory, "icecast")
         self.exe = _require("icecast2", "icecast2")
         self.port = free_port()
+        self.relay_of = relay_of
+        self.configure(SOURCE_PASSWORD)
+
+    def configure(self, source_password: str) -> None:
+        """Write the config with this source password (takes effect at the next ``start``)."""
+        relay_of = self.relay_of
+        directory = self.directory
         extra = ""
         if relay_of is not None:
             extra = (
@@ -202,7 +209,7 @@ class IcecastServer(_Daemon):
                 port=self.port,
                 dir=directory,
                 extra=extra,
-                source_password=SOURCE_PASSWORD,
+                source_password=source_password,
                 relay_password=RELAY_PASSWORD,
                 admin_password=ADMIN_PASSWORD,
             )

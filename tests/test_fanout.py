@@ -196,6 +196,12 @@ def test_secrets_never_reach_a_log_line() -> None:
         "refused icecast://source:hunter2@radio.example:8000/a.mp3\n and rtmp://x/live/abcd-KEY-1234", ["abcd-KEY-1234"]
     )
     assert line == "refused icecast://source:***@radio.example:8000/a.mp3 and rtmp://x/live/***"
+    # whole values only: a password that is also a word leaves the prose around it alone
+    prose = "server refused the source: HTTP/1.0 401 Authentication Required (wrong source password?)"
+    assert scrub_secrets(prose, ["wrong"]) == prose
+    assert scrub_secrets("open 'rtmp://h/live/wrong?k=wrong' failed: key=wrong 'wrong'", ["wrong"]) == (
+        "open 'rtmp://h/live/***?k=***' failed: key=*** '***'"
+    )
 
 
 def test_sink_names_must_be_unique(tmp_path: Path) -> None:

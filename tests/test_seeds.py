@@ -98,8 +98,21 @@ def test_audio_and_png_files_become_seed_images(tmp_path) -> None:
     assert png.size == (512, 512)
     short = tmp_path / "short.wav"
     write_audio(short, np.zeros((1, 1000), np.float32), 44100)
-    with pytest.raises(RiffradioError, match="needs 5.12 s"):
+    with pytest.raises(RiffradioError, match=r"needs 225351 \(5.11 s\)"):
         load_seed_image(str(short))
+    # Riffusion's own decode of a 512-px image is 225 351 samples (5.11 s): one short of that fails
+    music = read_audio(music_path("music001.ogg"), 44100, mono=True)
+    for samples, ok in ((225_351, True), (225_350, False)):
+        riffusion_clip = tmp_path / f"riffusion-{samples}.wav"
+        write_audio(riffusion_clip, music[:, :samples], 44100)
+        if ok:
+            assert load_seed_image(str(riffusion_clip)).size == (512, 512)
+            assert main(["audio-to-image", str(riffusion_clip), str(tmp_path / "r.png")]) == 0
+            assert load_spectrogram_image(tmp_path / "r.png").size == (512, 512)
+        else:
+            with pytest.raises(RiffradioError, match="225350 samples"):
+                load_seed_image(str(riffusion_clip))
+            assert main(["audio-to-image", str(riffusion_clip), str(tmp_path / "r.png")]) != 0
 
 
 def test_seed_image_cli_writes_png_and_loop(tmp_path, capsys) -> None:

@@ -297,3 +297,56 @@ def test_factory_reads_the_playlist_spelling() -> None:
         icecast_sink_from_spec(OutputSpec("icecast", {"url": "icecast://s:p@h/m.mp3", "bitrate": 128}))
     with pytest.raises(ValueError, match="no password"):
         icecast_sink_from_spec(OutputSpec("icecast", {"url": "icecast://127.0.0.1:8000/m.mp3"}))
+
+
+def test_after_an_outage_the_servers_refusal_is_the_warning(
+    tmp_path, icecast_server: IcecastServer, music: Music, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Drill: Icecast comes back answering 401 (another password), then 403 (mount taken): each
+    answer is a WARNING line of its own, with the prose intact, not a DEBUG line after "Broken pipe"."""
+    caplog.set_level(logging.DEBUG, logger="riffradio")
+    sink = IcecastSink(icecast_server.source_url("/radio.mp3"))
+    recording = FileSink(tmp_path / "station.flac", cue_path=None)
+    fanout = Fanout([sink, recording], first_retry_seconds=1.0, max_retry_seconds=4.0)
+    blocks = music_blocks(music, loops=3)  # 90 s of audio, more than the drill needs
+    stop = threading.Event()
+
+    def feed() -> None:
+        play_realtime(lambda block: None if stop.is_set() else fanout.push(block), blocks)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    fanout.start()
+    feeder.start()
+    intruder = IcecastSink(icecast_server.source_url("/radio.mp3"))
+
+    def answers(code: str) -> int:
+        return sum(code in r.getMessage() for r in caplog.records if r.name.startswith("riffradio.sinks"))
+
+    try:
+        icecast_server.wait_mount("/radio.mp3")
+        icecast_server.kill()
+        icecast_server.configure("another-password")
+        icecast_server.start()
+        wait_until(lambda: answers("401") >= 2, 30, "two 401 answers")
+        # the sink just failed and backs off (4 s): the mount is taken before it tries again
+        icecast_server.kill()
+        icecast_server.configure(SOURCE_PASSWORD)
+        icecast_server.start()
+        intruder.open()
+        wait_until(lambda: answers("403") >= 2, 30, "two 403 answers")
+        intruder.close()
+        wait_until(lambda: fanout.statuses()[0].state == "connected", 30, "the source back")
+    finally:
+        stop.set()
+        intruder.close()
+        fanout.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "icecast" in r.getMessage()]
+    refusals = [w for w in warnings if "refused the source" in w]
+    # one WARNING per new answer; the same answer repeated only at DEBUG
+    assert [("401" in w, "403" in w) for w in refusals] == [(True, False), (False, True)], warnings
+    assert "(wrong source password?)" in refusals[0]  # secret masking left the prose alone
+    assert "(mount already in use or not allowed)" in refusals[1]
+    assert len(warnings) <= 5, warnings  # write failed, (refused,) 401, refused/403 and nothing per retry
+    assert any("back after" in r.getMessage() for r in caplog.records)
+    assert fanout.statuses()[1].blocks_dropped == 0
+    assert SOURCE_PASSWORD not in caplog.text and "another-password" not in caplog.text

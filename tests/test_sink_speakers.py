@@ -77,3 +77,32 @@ def test_factory_reads_the_playlist_spelling() -> None:
     assert speakers_sink_from_spec(OutputSpec("speakers", {"device": 2, "block_frames": 1024})).device == 2
     with pytest.raises(ValueError, match="did you mean 'device'"):
         speakers_sink_from_spec(OutputSpec("speakers", {"devices": "pulse"}))
+
+
+@pytest.mark.slow
+def test_underflows_are_counted_in_metrics_and_logged_once(pulse_server: PulseServer, music: Music, caplog) -> None:
+    """Drill: the station's blocks come late (a busy machine): every gap PortAudio reports is
+    counted in ``riffradio_sink_underflows_total`` and the status, and logged once with the count."""
+    from riffradio.metrics import StationMetrics
+
+    caplog.set_level("WARNING", logger="riffradio.sinks.speakers")
+    blocks = music_blocks(music)[: int(4 * 44100 / 4096)]
+    metrics = StationMetrics()
+    fanout = Fanout([SpeakersSink(device="pulse", latency=0.1)], metrics=metrics)
+    fanout.start()
+    play_realtime(fanout.push, blocks[:10])
+    for block in blocks[10:16]:  # each block 0.5 s late: the card runs dry between them
+        time.sleep(0.5)
+        fanout.push(block)
+    time.sleep(1.0)
+    status = fanout.statuses()[0]
+    fanout.close(timeout_seconds=6.0)
+    assert status.underflows >= 1, status  # PortAudio over ALSA/pulse flags a run of late blocks once or more
+    assert metrics.sink_underflows.labels(sink=status.name)._value.get() == status.underflows
+    lines = [r.getMessage() for r in caplog.records if "underflow" in r.getMessage()]
+    assert len(lines) == 1 and "output underflow(s)" in lines[0], lines  # once a minute, not per gap
+
+
+def test_default_latency_survives_a_busy_machine() -> None:
+    assert speakers_sink_from_spec(OutputSpec("speakers", {})).latency == 1.0
+    assert speakers_sink_from_spec(OutputSpec("speakers", {"latency": "high"})).latency == "high"

@@ -289,3 +289,16 @@ def test_station_engine_options_reach_the_loaded_engine(tmp_path: Path, tiny_mod
     overridden = Station(playlist, model=str(tiny_model_dir), device="cpu", dtype="float32", control=False)
     asyncio.run(overridden._load())
     assert overridden.engine is not None and str(overridden.engine.dtype) == "torch.float32"
+
+
+def test_render_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    playlist_path = _write_playlist(tmp_path, tmp_path / "unused.flac")
+    out = tmp_path / "kept.flac"
+    out.write_bytes(b"an earlier render")
+    # --log-level after the subcommand works too
+    command = [sys.executable, "-m", "riffradio", "render", str(playlist_path), "--seconds", "1", "-o", str(out),
+               "--log-level", "WARNING"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env())
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"riffradio: error: -o {out}: {out} exists; pass --force to overwrite it"
+    assert out.read_bytes() == b"an earlier render"

@@ -152,3 +152,87 @@ def test_consumer_volume_is_ramped_and_live(tmp_path: Path) -> None:
     after = np.abs(audio[13 * 2048 :]).max()
     assert after == pytest.approx(before / 4, rel=0.02)
     assert np.abs(np.diff(audio)).max() < 0.1  # no click where the volume changed
+
+
+_EXHAUSTION_SCRIPT = """
+import json, logging, os, resource, sys, time
+from pathlib import Path
+import numpy as np
+from riffradio.engine.request import RiffRequest
+from riffradio.sinks.fanout import Fanout
+from riffradio.sinks.file import FileSink, cue_path_for
+from riffradio.station.types import AudioBlock, NowPlaying
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+directory = sys.argv[1]
+clock = [1_800_000_000.0]  # rotation on a clock the drill moves: one period = 10 blocks
+sinks = [FileSink(os.path.join(directory, name), cue_path=cue_path_for(Path(directory, name)), flush_seconds=0.05,
+                  rotate_seconds=rotate, clock=lambda: clock[0])
+         for name, rotate in (("plain.flac", None), ("wave.wav", None), ("hourly.flac", 3600))]
+fanout = Fanout(sinks, first_retry_seconds=0.1, max_retry_seconds=0.2)
+fanout.start()
+request = RiffRequest("a", "a", 1, 2)
+hog = []
+
+def push(number):
+    # every block holds its own number: a block written twice or lost shows in the file
+    samples = np.full((2, 2048), (number % 200) / 256.0, np.float32)
+    fanout.push(AudioBlock(samples, 44100, number * 2048, NowPlaying(number // 20, "a", request, 0.0)))
+    time.sleep(0.01)
+
+for number in range(60):
+    push(number)
+time.sleep(0.5)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+try:
+    while True:
+        hog.append(os.open("/dev/null", os.O_RDONLY))  # every descriptor the process may have
+except OSError as error:
+    print("exhausted", error.errno, len(hog), flush=True)
+clock[0] += 3600  # the next hour starts while no file can be opened
+for number in range(60, 160):
+    push(number)
+time.sleep(1.0)
+for fd in hog:
+    os.close(fd)
+for number in range(160, 200):
+    push(number)
+fanout.close()
+print(json.dumps({"statuses": [[s.name, s.blocks_written, s.blocks_dropped, s.last_error] for s in fanout.statuses()],
+                  "paths": [[str(p) for p in sink.paths_written] for sink in sinks]}), flush=True)
+"""
+
+
+def test_descriptor_exhaustion_never_splits_a_recording_or_writes_a_block_twice(tmp_path: Path) -> None:
+    """Drill: the process runs out of file descriptors mid-recording (idle connections elsewhere):
+    each plain recording stays one file holding every block once; the hourly one rotates late,
+    once the new hour's file can be opened, and the blocks in between stay in the old hour's."""
+    result = subprocess.run(
+        [sys.executable, "-c", _EXHAUSTION_SCRIPT, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "exhausted 24" in result.stdout, result.stdout  # EMFILE really happened
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, written, dropped, last_error in report["statuses"]:
+        assert (written, dropped, last_error) == (200, 0, ""), (name, written, dropped, last_error)
+    plain_flac, plain_wav, hourly = report["paths"]
+    assert plain_flac == [str(tmp_path / "plain.flac")] and plain_wav == [str(tmp_path / "wave.wav")]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix in (".flac", ".wav")) == [
+        "hourly.2027-01-15T08.flac", "hourly.2027-01-15T09.flac", "plain.flac", "wave.wav",
+    ]  # fmt: skip
+
+    def block_numbers(path: Path) -> list[int]:
+        audio, _ = soundfile.read(path, dtype="float32", always_2d=True)
+        assert len(audio) % 2048 == 0
+        return [int(round(v * 256)) for v in audio[::2048, 0]]
+
+    expected = [n % 200 for n in range(200)]
+    assert block_numbers(tmp_path / "plain.flac") == expected
+    assert block_numbers(tmp_path / "wave.wav") == expected
+    first_hour = block_numbers(tmp_path / "hourly.2027-01-15T08.flac")
+    second_hour = block_numbers(tmp_path / "hourly.2027-01-15T09.flac")
+    assert first_hour + second_hour == expected
+    assert len(first_hour) >= 160  # the rotation waited until a descriptor was free again
+    cues = [json.loads(line) for line in (tmp_path / "hourly.2027-01-15T09.cue.jsonl").read_text().splitlines()]
+    assert cues[0]["time_seconds"] == 0.0  # each file's cue sheet starts with what plays at its start
+    assert "rotate failed" in result.stderr and result.stderr.count("rotate failed") == 1

@@ -126,3 +126,55 @@ def test_a_manager_that_does_not_read_never_blocks_the_clock(manager: ManagerSoc
     assert sent[0] and not all(sent)  # the queue filled up and later messages were dropped
     manager.pending()  # systemd reads again
     assert Watchdog(notifier).pet()
+
+
+def test_status_follows_the_title_on_air(manager: ManagerSocket) -> None:
+    import numpy as np
+
+    from riffradio.control.systemd import StatusReporter
+    from riffradio.station.types import AudioBlock, NowPlaying
+
+    reporter = StatusReporter(Notifier({"NOTIFY_SOCKET": manager.address}), lambda: "Drill FM")
+
+    def block(title: str, fallback: bool = False) -> AudioBlock:
+        return AudioBlock(np.zeros((2, 2048), np.float32), 44100, 0, NowPlaying(0, title, None, 0.0, fallback=fallback))
+
+    for title in ("jazzy lofi", "jazzy lofi", "jazzy lofi → church bells", "jazzy lofi → church bells"):
+        reporter.on_block(block(title))
+    assert [m["STATUS"] for m in manager.pending()] == [
+        "on air: Drill FM: jazzy lofi", "on air: Drill FM: jazzy lofi → church bells",
+    ]  # fmt: skip: one STATUS= per title, not per block
+
+
+JOURNAL_CHILD = """
+import logging, sys
+from riffradio.cli import configure_logging
+configure_logging("DEBUG")
+log = logging.getLogger("riffradio.drill")
+log.debug("every block"); log.info("on air"); log.warning("underrun"); log.error("reload failed")
+try:
+    raise ValueError("two\\nlines")
+except ValueError:
+    log.exception("clip failed")
+"""
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_log_lines_carry_their_priority_when_stderr_is_the_journal(journal: bool) -> None:
+    """stderr is a stream socket, as systemd gives it; JOURNAL_STREAM names it (or not)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    st = os.fstat(theirs.fileno())
+    env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}" if journal else "")
+    child = subprocess.run([sys.executable, "-c", JOURNAL_CHILD], stderr=theirs, env=env, timeout=60)
+    theirs.close()
+    ours.settimeout(10)
+    text = b"".join(iter(lambda: ours.recv(65536), b"")).decode()
+    ours.close()
+    assert child.returncode == 0, text
+    lines = text.splitlines()
+    if not journal:
+        assert not any(line.startswith("<") for line in lines), lines
+        return
+    assert all(line[:3] in ("<7>", "<6>", "<4>", "<3>") for line in lines), lines  # a traceback's lines too
+    assert [line[:3] for line in lines if "riffradio.drill" in line] == ["<7>", "<6>", "<4>", "<3>", "<3>"]
+    assert lines[-1] == "<3>ValueError: two" or lines[-1] == "<3>lines"

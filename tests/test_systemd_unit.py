@@ -77,6 +77,7 @@ def test_unit_has_the_service_contract() -> None:
     assert s["EnvironmentFile"][0].startswith("/etc/riffradio/")
     assert s["User"] == ["riffradio"]
     assert s["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert int(s["LimitNOFILE"][0]) >= 16384  # idle connections must not exhaust 1024 descriptors
     for key, value in {
         "NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes", "ProtectHome": "yes",
         "DevicePolicy": "closed",

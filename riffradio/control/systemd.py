@@ -6,6 +6,10 @@ newline-separated ``KEY=VALUE`` datagrams: ``READY=1`` once it plays, ``WATCHDOG
 once per interval, ``STOPPING=1`` on the way out, ``STATUS=...`` for ``systemctl status``.
 Outside systemd (no ``$NOTIFY_SOCKET``) every call is a cheap no-op, so the station always
 calls them.
+
+Logs: when stderr is the journal (``$JOURNAL_STREAM`` names its device and inode), every line
+starts with its syslog priority, ``<4>`` for a warning (sd-daemon(3)), so ``journalctl -p warning``
+shows the station's warnings.
 """
 
 from __future__ import annotations
@@ -16,8 +20,48 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any, TextIO
 
 log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Python level → syslog priority (sd-daemon(3): SD_ERR 3, SD_WARNING 4, SD_INFO 6, SD_DEBUG 7)
+SYSLOG_PRIORITIES: tuple[tuple[int, int], ...] = (
+    (logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6),
+)  # fmt: skip
+
+
+def syslog_priority(level: int) -> int:
+    """The syslog priority of a Python logging level (anything below INFO is debug, 7)."""
+    return next((priority for threshold, priority in SYSLOG_PRIORITIES if level >= threshold), 7)
+
+
+def stream_is_journal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
+    """True when ``stream`` is the journal's socket: ``$JOURNAL_STREAM`` is ``DEVICE:INODE`` of it."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    device, _, inode = value.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(device), int(inode))
+
+
+class JournalFormatter(logging.Formatter):
+    """Prefixes every line of a record (a traceback's too) with ``<N>``, its syslog priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def log_formatter(stream: TextIO, environ: Mapping[str, str] | None = None) -> logging.Formatter:
+    """:class:`JournalFormatter` when ``stream`` is the journal, else the plain one-line format."""
+    if stream_is_journal(stream, environ):
+        return JournalFormatter(LOG_FORMAT)
+    return logging.Formatter(LOG_FORMAT)
 
 
 class Notifier:
@@ -91,6 +135,34 @@ class Notifier:
             if self._socket is not None:
                 self._socket.close()
                 self._socket = None
+
+
+class StatusReporter:
+    """Keeps systemd's ``STATUS=`` on what is on air: ``on air: NAME: PROMPT``, sent from the
+    audio clock each time another title becomes audible (``systemctl status`` shows it).
+
+    Args:
+        notifier: where to send it.
+        station_name: the playlist's station name (read again on each title, so a reload shows).
+    """
+
+    def __init__(self, notifier: Notifier, station_name: Callable[[], str]) -> None:
+        self.notifier = notifier
+        self.station_name = station_name
+        self.title: str | None = None
+
+    def on_block(self, block: Any) -> None:
+        title = block.now_playing.title
+        if title == self.title or not self.notifier.enabled:
+            return
+        self.title = title
+        self.notifier.status(status_line(self.station_name(), title, block.now_playing.fallback))
+
+
+def status_line(station_name: str, title: str, fallback: bool = False) -> str:
+    """``on air: Late Night Lofi: jazzy lofi → church bells`` (``(repeating: the next clip is late)``)."""
+    line = f"on air: {station_name}: {title}"
+    return line + " (repeating: the next clip is late)" if fallback else line
 
 
 class Watchdog:

@@ -31,6 +31,7 @@ class SinkStatus:
         blocks_dropped: blocks dropped because the sink was down or slow.
         reconnects: successful re-opens after a failure.
         last_error: the last failure, one line, or "".
+        underflows: output underflows a sound card reported (gaps heard; speakers only).
     """
 
     name: str
@@ -40,6 +41,7 @@ class SinkStatus:
     blocks_dropped: int = 0
     reconnects: int = 0
     last_error: str = ""
+    underflows: int = 0
 
 
 class Sink(abc.ABC):

@@ -34,19 +34,47 @@ log = logging.getLogger(__name__)
 _URL_PASSWORD = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.IGNORECASE)
 
 
+# a URL in a message, up to whitespace or a quote
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>]*", re.IGNORECASE)
+# one component of a URL: between / ? & = : @ # ; separators
+_URL_COMPONENT = re.compile(r"[^/?&=:@#;]+")
+# a value outside URLs: a quoted string, or what follows "key=" up to whitespace or punctuation
+_QUOTED_OR_ASSIGNED = re.compile(r"""(?P<q>['"])(?P<quoted>[^'"\s]*)(?P=q)|=(?P<assigned>[^\s,;&)'"]+)""")
+
+
 def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """Return ``text`` as one line with URL passwords and the given secret strings masked.
+    """Return ``text`` as one line with URL passwords and the given secret values masked.
+
+    A secret is masked where it stands as a whole value: a component of a URL (a path segment,
+    a query value), a quoted string, or the value of ``key=value``; never inside the prose
+    around it (a password ``wrong`` leaves "(wrong source password?)" as it is).
 
     Args:
         text: an error message, possibly multi-line, possibly quoting a URL.
-        secrets: exact strings (stream keys, passwords) to replace with ``***`` (4 characters or more).
+        secrets: exact strings (stream keys, passwords) to replace with ``***``.
     """
+    wanted = {secret for secret in secrets if secret}
     line = " ".join(str(text).split())
     line = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", line)
-    for secret in secrets:
-        if len(secret) >= 4:  # shorter strings would mask pieces of ordinary words
-            line = line.replace(secret, "***")
-    return line
+    if not wanted:
+        return line
+
+    def mask_components(url: re.Match[str]) -> str:
+        return _URL_COMPONENT.sub(lambda c: "***" if c[0] in wanted else c[0], url[0])
+
+    def mask_value(match: re.Match[str]) -> str:
+        if match["q"] is not None:
+            return f"{match['q']}***{match['q']}" if match["quoted"] in wanted else match[0]
+        return "=***" if match["assigned"] in wanted else match[0]
+
+    pieces = []
+    last = 0
+    for url in _URL.finditer(line):  # URLs first, so a query's key=value is not read twice
+        pieces.append(_QUOTED_OR_ASSIGNED.sub(mask_value, line[last : url.start()]))
+        pieces.append(mask_components(url))
+        last = url.end()
+    pieces.append(_QUOTED_OR_ASSIGNED.sub(mask_value, line[last:]))
+    return "".join(pieces)
 
 
 def describe_error(error: BaseException, secrets: Iterable[str] = ()) -> str:
@@ -80,6 +108,7 @@ class _SinkWorker:
         self.stopping = False  # no more blocks will come; drain until drain_deadline
         self.drain_deadline = float("inf")
         self.sink_closed = False  # guarded by cond: close() the sink exactly once
+        self.last_warning = ""  # the failure last logged at WARNING
         self.thread = threading.Thread(target=self._run, name=f"sink {self.name}", daemon=True)
 
     # -- called from the consumer thread -------------------------------------------------
@@ -147,6 +176,7 @@ class _SinkWorker:
                 self.status.bytes_sent += sent
                 if self.metrics is not None and sent:
                     self.metrics.sink_bytes_sent.labels(sink=self.name).inc(sent)
+                self._count_underflows()
         self._close_sink()
         self._set_state("stopped")
 
@@ -165,8 +195,11 @@ class _SinkWorker:
         message = describe_error(error, self.secrets)
         self.status.last_error = message
         self._set_state("reconnecting")
-        # One line per outage at WARNING; repeated failures while down only at DEBUG.
-        level = logging.WARNING if first else logging.DEBUG
+        # One line per outage at WARNING, and one more for each new answer while down (the server
+        # back but refusing the source: 401, 403); the same failure repeated only at DEBUG.
+        level = logging.WARNING if first or message != self.last_warning else logging.DEBUG
+        if level == logging.WARNING:
+            self.last_warning = message
         log.log(level, "%s: %s failed (%s); retrying in %.1f s", self.name, what, message, retry_seconds)
         deadline = time.monotonic() + retry_seconds
         with self.cond:
@@ -194,6 +227,15 @@ class _SinkWorker:
         self.status.state = state
         if self.metrics is not None:
             self.metrics.sink_up.labels(sink=self.name).set(1 if state == "connected" else 0)
+
+    def _count_underflows(self) -> None:
+        """A sound card's underflows (``sink.underflows``, if it counts them) into status and metrics."""
+        total = getattr(self.sink, "underflows", None)
+        if not isinstance(total, int) or total <= self.status.underflows:
+            return
+        if self.metrics is not None:
+            self.metrics.sink_underflows.labels(sink=self.name).inc(total - self.status.underflows)
+        self.status.underflows = total
 
     def _count_dropped(self, blocks: int) -> None:
         if blocks <= 0:

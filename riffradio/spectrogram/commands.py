@@ -23,10 +23,11 @@ def _audio_to_image(args: argparse.Namespace) -> int:
         start_seconds=args.start_seconds,
         duration_seconds=params.clip_seconds,
     )
-    if audio.shape[-1] < params.clip_samples:
+    if audio.shape[-1] < params.min_clip_samples:
         have = audio.shape[-1] / params.sample_rate_hz
         raise RiffradioError(
-            f"{args.audio}: too short: {have:.2f} s of audio from {args.start_seconds:g} s, needs {params.clip_seconds:.2f} s"
+            f"{args.audio}: too short: {audio.shape[-1]} samples ({have:.2f} s) of audio from {args.start_seconds:g} s,"
+            f" needs {params.min_clip_samples} ({params.min_clip_samples / params.sample_rate_hz:.2f} s)"
         )
     save_spectrogram_image(audio_to_image(audio, params.sample_rate_hz, params), args.out)
     return 0

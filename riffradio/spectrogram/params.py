@@ -61,3 +61,12 @@ class SpectrogramParams:
     @property
     def clip_seconds(self) -> float:
         return self.clip_samples / self.sample_rate_hz
+
+    @property
+    def min_clip_samples(self) -> int:
+        """The shortest audio that fills every image column: ``(width - 1) * hop`` = 225 351 (5.11 s).
+
+        Centred frames number ``1 + samples // hop``, so Riffusion's own decode of a 512-px image
+        (225 351 samples) already makes 512 columns.
+        """
+        return (self.image_width_frames - 1) * self.hop_length_samples

@@ -254,8 +254,9 @@ def load_seed_image(reference: str) -> Image.Image:
 
     params = SpectrogramParams()
     audio = read_audio(path, params.sample_rate_hz, mono=True, duration_seconds=params.clip_seconds)
-    if audio.shape[-1] < params.clip_samples:
+    if audio.shape[-1] < params.min_clip_samples:
         raise RiffradioError(
-            f"seed image {reference!r}: audio is {audio.shape[-1] / params.sample_rate_hz:.2f} s, needs 5.12 s"
+            f"seed image {reference!r}: audio is {audio.shape[-1]} samples ({audio.shape[-1] / params.sample_rate_hz:.2f} s),"
+            f" needs {params.min_clip_samples} ({params.min_clip_samples / params.sample_rate_hz:.2f} s)"
         )
     return _check_seed_image(audio_to_image(audio, params.sample_rate_hz, params), f"seed image {reference!r}")

@@ -86,13 +86,14 @@ async def _serve(station: Any, seconds: float | None, playlist_path: str | None)
     if playlist_path is not None:
         try:
             from riffradio.control.reload import PlaylistReloader
-            from riffradio.control.systemd import Notifier, Watchdog
+            from riffradio.control.systemd import Notifier, StatusReporter, Watchdog
         except ModuleNotFoundError:  # the operations stage is not installed: plain play
             pass
         else:
             notifier = Notifier()
             watchdog = Watchdog(notifier)
             station.add_block_listener(lambda block: watchdog.pet())
+            station.add_block_listener(StatusReporter(notifier, lambda: station.playlist.station.name).on_block)
             station.add_on_air_listener(lambda: notifier.ready(f"on air: {station.playlist.station.name}"))
             reloader = PlaylistReloader(station, Path(playlist_path), notifier=notifier)
             await reloader.start()
@@ -157,6 +158,9 @@ def _render(args: argparse.Namespace) -> int:
     if args.seconds <= 0:
         raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
     out = Path(args.output)
+    existing = [path for path in (out, cue_path_for(out)) if path.exists()]
+    if existing and not args.force:
+        raise RiffradioError(f"-o {out}: {existing[0]} exists; pass --force to overwrite it")
     try:
         sink = FileSink(out, cue_path=cue_path_for(out), overwrite=True)
     except ValueError as error:
@@ -195,6 +199,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     render.add_argument("playlist", metavar="PLAYLIST", help="YAML playlist file")
     render.add_argument("--seconds", type=float, required=True, metavar="N", help="seconds of audio to render")
     render.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .flac, .wav or .ogg")
+    render.add_argument("--force", action="store_true", help="overwrite OUT (and its cue sheet) if it exists")
     render.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)
     render.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the playlist's)")
     render.add_argument("--dtype", default=None, help=dtype_help)

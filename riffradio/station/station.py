@@ -289,6 +289,9 @@ class Station:
         self._stop_event = asyncio.Event()
         if self._stop_requested:
             return
+        from riffradio.control.connections import install_accept_error_log
+
+        accept_errors = install_accept_error_log(self._loop)  # one line per 10 s when descriptors run out
         max_frames = None if seconds is None else int(round(seconds * SAMPLE_RATE_HZ))
         producer_task: asyncio.Task[None] | None = None
         self.fanout = Fanout(self.sinks, self.metrics)
@@ -340,6 +343,7 @@ class Station:
                 raise RiffradioError(f"the audio clock failed: {self.consumer.error}")
         finally:
             await self._shutdown(producer_task)
+            accept_errors.close()
 
     async def _wait_or_stop(self, work: Any) -> None:
         """Await ``work`` unless a stop comes first (model loading can take minutes)."""
