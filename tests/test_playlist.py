@@ -125,19 +125,22 @@ riffs:
   - {prompt: a, seed_image: og_beat}
   - {prompt: b, seed_image: images/mine.png}
   - {prompt: c, seed_image: {bpm: 140.625, swing: 0.1}}
+  - {prompt: f, seed_image: {file: images/mine.png, bpm: 93.75}}
   - {prompt: d, seed_image: no_such_bundled_name}
   - {prompt: e, seed_image: {bpm: -5}}
 """
     playlist, errors = check_playlist_text(text, tmp_path / "p.yaml")
     assert len(errors) == 2, errors
-    assert errors[0].startswith(f"{tmp_path / 'p.yaml'}:5:29: riff 4: seed_image: ")
+    assert errors[0].startswith(f"{tmp_path / 'p.yaml'}:6:29: riff 5: seed_image: ")
     assert "no_such_bundled_name" in errors[0]
-    assert errors[1].startswith(f"{tmp_path / 'p.yaml'}:6:29: riff 5: seed_image: ")
-    text_ok = "\n".join(text.splitlines()[:4]) + "\n"
+    assert errors[1].startswith(f"{tmp_path / 'p.yaml'}:7:29: riff 6: seed_image: ")
+    assert "bpm must be within 40 … 240" in errors[1]
+    text_ok = "\n".join(text.splitlines()[:5]) + "\n"
     playlist, errors = check_playlist_text(text_ok, tmp_path / "p.yaml")
     assert errors == [] and playlist is not None
     assert playlist.riffs[1].seed_image == str(tmp_path / "images" / "mine.png")  # relative to the playlist
     assert playlist.riffs[2].seed_image == "bpm=140.625,swing=0.1"
+    assert playlist.riffs[3].seed_image == f"bpm=93.75,file={tmp_path / 'images' / 'mine.png'}"
 
 
 def test_load_playlist_raises_one_line_with_a_count(tmp_path: Path) -> None:

@@ -353,6 +353,9 @@ class _PlaylistBuilder:
             if bad:
                 self.r.error(node, f"{name}: each synthesis setting must be a single value ({bad[0]})")
                 return None
+            if "file" in spec:  # a file loop with its tempo: the path is relative to the playlist
+                path = Path(str(spec["file"])).expanduser()
+                spec["file"] = str(path if path.is_absolute() else self.r.path.parent / path)
             reference = seed_image_spec(spec)
             if self.check_references:
                 reason = _check_seed_reference(reference)

@@ -57,6 +57,7 @@ def _seed_image(args: argparse.Namespace) -> int:
     spec = DrumLoopSpec(
         bpm=args.bpm,
         beats_per_bar=args.beats_per_bar,
+        bars=args.bars,
         pattern=args.pattern,
         swing=args.swing,
         bass_hz=args.bass_hz,
@@ -88,13 +89,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decode.add_argument("--device", default="cpu", help="torch device for the vocoder (default cpu)")
     decode.set_defaults(handler=_image_to_audio)
 
-    seed = subparsers.add_parser("seed-image", help="synthesise a drum-loop seed image")
-    seed.add_argument("--bpm", type=float, default=93.75, help="tempo; whole bars must fill 5.12 s (default 93.75)")
+    seed = subparsers.add_parser("seed-image", help="synthesise a drum-loop seed (any tempo, whole bars)")
+    seed.add_argument("--bpm", type=float, default=93.75, help="tempo, 40 … 240, fractional allowed (default 93.75)")
     seed.add_argument("--beats-per-bar", type=int, default=4, help="beats per bar (default 4)")
+    seed.add_argument(
+        "--bars", type=int, default=0, help="bars in the loop (default: the whole number nearest 5.12 s, at least 1)"
+    )
     seed.add_argument("--pattern", default="rock", choices=sorted(PATTERNS), help="drum pattern (default rock)")
     seed.add_argument("--swing", type=float, default=0.0, help="0 … 0.5 of a 16th (default 0)")
     seed.add_argument("--bass-hz", type=float, default=0.0, help="bass note on each kick, 0 = none")
     seed.add_argument("--seed", type=int, default=0, help="noise seed for snares and hats")
-    seed.add_argument("-o", "--out", type=Path, required=True, help="output PNG")
-    seed.add_argument("--audio-out", type=Path, default=None, help="also write the loop as .wav/.flac")
+    seed.add_argument("-o", "--out", type=Path, required=True, help="output PNG: the loop's first 5.12 s window")
+    seed.add_argument(
+        "--audio-out", type=Path, default=None,
+        help="also write the whole loop as .wav/.flac (a seed of the loop's own length)",
+    )
     seed.set_defaults(handler=_seed_image)
