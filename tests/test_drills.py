@@ -42,6 +42,7 @@ from servers import SOURCE_PASSWORD, IcecastServer, RtmpServer, free_port, wait_
 pytestmark = pytest.mark.slow
 
 STREAM_KEY = "drill-key-0123456789"
+EDIT_TOKEN = "drill-edit-token"
 BLOCK_SECONDS = 2048 / 44100
 LOOKAHEAD_CLIPS = 1  # a 5.12 s buffer: a stall longer than that must play fallback audio
 
@@ -53,7 +54,7 @@ outputs:
   - {{type: icecast, url: "icecast://source:${{ICECAST_PASSWORD}}@127.0.0.1:{icecast_port}/drill.mp3", format: mp3}}
   - {{type: rtmp, url: "rtmp://127.0.0.1:{rtmp_port}/live/${{STREAM_KEY}}", width: 320, height: 180, fps: 10, preset: ultrafast}}
 control:
-  http: {{host: 127.0.0.1, port: {http_port}}}
+  http: {{host: 127.0.0.1, port: {http_port}, token_env: DRILL_TOKEN}}
 riffs:
 {riffs}
 """
@@ -92,7 +93,7 @@ class DrillStation:
         self._reader.start()
         self.log_path = workdir / "station.log"
         env = dict(os.environ, NOTIFY_SOCKET=str(self.notify_path), WATCHDOG_USEC="4000000",
-                   ICECAST_PASSWORD=SOURCE_PASSWORD, STREAM_KEY=STREAM_KEY, HF_HUB_OFFLINE="1")  # fmt: skip
+                   ICECAST_PASSWORD=SOURCE_PASSWORD, STREAM_KEY=STREAM_KEY, DRILL_TOKEN=EDIT_TOKEN, HF_HUB_OFFLINE="1")  # fmt: skip
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", RUN_WITH_THREAD_DUMPS, "play", str(self.playlist)],
@@ -122,13 +123,16 @@ class DrillStation:
     def notifications(self) -> list[str]:
         return list(self.messages)
 
-    def get(self, path: str) -> bytes:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> bytes:
         assert self.process.poll() is None, f"station exited rc={self.process.returncode}:\n{self.log()[-4000:]}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=10) as response:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", headers=headers or {})
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.read()
 
     def nowplaying(self) -> dict[str, Any]:
-        return json.loads(self.get("/api/nowplaying"))
+        """The station's own document: the operator's view of /api/nowplaying (with the edit token)."""
+        document = json.loads(self.get("/api/nowplaying", {"Authorization": f"Bearer {EDIT_TOKEN}"}))
+        return document["riffradio"]
 
     def outputs(self) -> dict[str, dict[str, Any]]:
         return {o["name"]: o for o in self.nowplaying()["outputs"]}

@@ -150,4 +150,5 @@ def apply_field(state: StationState, name: str, args: Sequence[Any], shown_as: s
     try:
         field.apply(state, value)
     except ValueError as error:  # the state's one-line reason
-        raise Rejected("bad_value", f"{shown}: {error}") from None
+        # the state names the value itself ("alpha must be between 0 and 1"); OSC adds its address
+        raise Rejected("bad_value", f"{shown}: {error}" if shown != name else str(error)) from None

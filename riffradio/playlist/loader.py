@@ -49,7 +49,9 @@ RIFF_KEYS = (
 TOP_KEYS = ("station", "outputs", "control", "riffs")
 CONTROL_KEYS = ("osc", "http")
 OSC_KEYS = ("host", "port", "allow")
-HTTP_KEYS = ("host", "port")
+HTTP_KEYS = ("host", "port", "token_env", "cors", "origins", "max_connections")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ORIGIN = re.compile(r"\*|https?://[^/\s]+")
 
 
 class PlaylistError(RiffradioError):
@@ -478,7 +480,36 @@ class _PlaylistBuilder:
 
     def http(self, node: yaml.Node) -> HttpConfig | None:
         endpoint = self._endpoint(node, "control.http", HTTP_KEYS)
-        return None if endpoint is None else HttpConfig(**endpoint[0])
+        if endpoint is None:
+            return None
+        values, fields = endpoint
+        if "token_env" in fields:
+            name = self.r.string(fields["token_env"][1], "control.http.token_env")
+            if name is not None and not _ENV_NAME.fullmatch(name):
+                self.r.error(fields["token_env"][1], f"control.http.token_env names an environment variable (EDIT_TOKEN), got {name!r}")
+            elif name is not None:
+                values["token_env"] = name
+        for key in ("cors", "origins"):
+            if key in fields:
+                values[key] = self.origin_list(fields[key][1], f"control.http.{key}")
+        if "max_connections" in fields:
+            limit = self.r.number(fields["max_connections"][1], "control.http.max_connections", int, 1, 100_000)
+            if limit is not None:
+                values["max_connections"] = limit
+        return HttpConfig(**values)
+
+    def origin_list(self, node: yaml.Node, what: str) -> tuple[str, ...]:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        origins: list[str] = []
+        for item in items:
+            text = self.r.string(item, what)
+            if text is None:
+                continue
+            if not _ORIGIN.fullmatch(text.rstrip("/")):
+                self.r.error(item, f"{what}: {text!r} is not an origin (https://host[:port], or *)")
+                continue
+            origins.append(text.rstrip("/"))
+        return tuple(origins)
 
 
 def check_playlist_text(
@@ -507,6 +538,9 @@ def check_playlist_text(
         outputs = builder.outputs(get("outputs"))
         control = builder.control(get("control"))
         riffs = builder.riffs(get("riffs"), root)
+        for spec in outputs:
+            if spec.type == "http" and control.http is None:  # served by the studio's server
+                reader.errors.append((spec.line, spec.column, "an http output needs control.http (the server that serves it)"))
         playlist = Playlist(path=path, station=station, riffs=riffs, outputs=outputs, control=control)
     errors = [f"{path}:{line}:{column}: {message}" for line, column, message in sorted(reader.errors)]
     return (None if errors else playlist), errors

@@ -111,10 +111,26 @@ class OscConfig:
 
 @dataclass(frozen=True)
 class HttpConfig:
-    """``control.http``: where the now-playing API and Prometheus metrics listen."""
+    """``control.http``: the web studio, its API, the ``http`` stream outputs and Prometheus metrics.
+
+    Attributes:
+        host: address to listen on (this machine only by default).
+        port: TCP port.
+        token_env: name of the environment variable that holds the edit token (``POST
+            /api/state`` needs ``Authorization: Bearer <token>``); None: nobody may steer over HTTP.
+        cors: origins allowed to read ``/api/nowplaying`` from other sites' pages (``"*"`` for
+            any); empty: CORS off.
+        origins: other origins (``https://radio.example.org`` behind a reverse proxy) whose pages
+            may open the WebSocket and post; the server's own origin always may.
+        max_connections: open connections at most; more are answered 503 and closed.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
+    token_env: str | None = None
+    cors: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
+    max_connections: int = 256
     line: int = 0
     column: int = 0
 

@@ -268,3 +268,60 @@ class EncoderPool:
             for encoder in self._encoders.values():
                 encoder.close()
             self._encoders.clear()
+
+
+class OggChainFollower:
+    """What one connection (an Icecast mount, an HTTP listener) sends of a shared Ogg stream.
+
+    A connection that joins mid-chain needs that chain's header pages (OpusHead, OpusTags)
+    before its first audio page, the way Icecast serves late listeners; this remembers which
+    chains the connection has started.
+    """
+
+    def __init__(self) -> None:
+        self._sent_serials: set[int] = set()
+
+    def reset(self) -> None:
+        """A new connection: every chain starts again with its headers."""
+        self._sent_serials.clear()
+
+    def bytes_for(self, pages: tuple[OggPage, ...], encoder: SharedEncoder) -> bytes:
+        """The bytes to send for ``pages``; a chain this connection has not started gets its headers first."""
+        out = []
+        for page in pages:
+            if page.serial not in self._sent_serials:
+                self._sent_serials.add(page.serial)
+                if not page.data[5] & _OGG_BOS:  # joined mid-chain: the chain's headers up to this page
+                    for header in encoder.header_pages(page.serial):
+                        if header.data == page.data:
+                            break
+                        out.append(header.data)
+            out.append(page.data)
+        if len(self._sent_serials) > 64 and pages:  # forget old chains; keep the current one
+            self._sent_serials = {pages[-1].serial}
+        return b"".join(out)
+
+
+class EncodingOutput:
+    """Mixin of outputs that encode through the station's shared encoders (Icecast mounts, http streams).
+
+    The fan-out calls :meth:`bind_encoders` before ``open``; an output opened on its own gets a
+    pool of its own. Subclasses set ``settings`` and ``_pool`` (the pool given, or None).
+    """
+
+    settings: EncoderSettings
+    _pool: EncoderPool | None = None
+    _encoder: SharedEncoder | None = None
+
+    def bind_encoders(self, pool: EncoderPool) -> None:
+        """Share encodes with the station's other outputs of the same settings."""
+        if self._encoder is None:
+            self._pool = pool
+
+    def _open_encoder(self) -> SharedEncoder:
+        if self._encoder is None:
+            if self._pool is None:
+                self._pool = EncoderPool()
+            self._encoder = self._pool.get(self.settings)
+        return self._encoder
+

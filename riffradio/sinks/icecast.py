@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
-from riffradio.sinks.encoders import EncoderPool, EncoderSettings, SharedEncoder
+from riffradio.sinks.encoders import EncoderPool, EncoderSettings, EncodingOutput, OggChainFollower, SharedEncoder
 from riffradio.sinks.options import OutputOptions
 from riffradio.station.types import AudioBlock
 
@@ -76,7 +76,7 @@ class IcecastTarget:
         )
 
 
-class IcecastSink(Sink):
+class IcecastSink(EncodingOutput, Sink):
     """One Icecast mount (MP3 or Ogg/Opus) with the prompt as now-playing title.
 
     Args:
@@ -129,22 +129,14 @@ class IcecastSink(Sink):
         self._pool = encoders
         self._encoder: SharedEncoder | None = None
         self._socket: socket.socket | None = None
-        self._sent_serials: set[int] = set()  # Ogg chains whose headers this connection has sent
+        self._ogg = OggChainFollower()  # Ogg chains whose headers this connection has sent
         self._titles: TitleUpdater | None = None  # MP3 mounts: admin metadata updates
-
-    def bind_encoders(self, pool: EncoderPool) -> None:
-        """Share encodes with the station's other mounts (called by the fan-out before ``open``)."""
-        if self._encoder is None:
-            self._pool = pool
 
     # -- Sink ---------------------------------------------------------------------------------
     def open(self) -> None:
-        if self._encoder is None:
-            if self._pool is None:
-                self._pool = EncoderPool()
-            self._encoder = self._pool.get(self.settings)
+        self._open_encoder()
         self._socket = self._connect()
-        self._sent_serials.clear()
+        self._ogg.reset()
         if self.settings.format == "mp3":
             self._titles = TitleUpdater(self.target, self.admin_user, self.admin_password, self.timeout_seconds, self.name)
 
@@ -155,7 +147,7 @@ class IcecastSink(Sink):
         if self.settings.format == "mp3":
             data = encoded.data
         else:
-            data = self._ogg_bytes(encoded.pages)
+            data = self._ogg.bytes_for(encoded.pages, self._encoder)
         try:
             if data:
                 self._socket.sendall(data)  # bounded by the socket timeout
@@ -224,25 +216,6 @@ class IcecastSink(Sink):
             hint = {"401": " (wrong source password?)", "403": " (mount already in use or not allowed)"}.get(code, "")
             raise SinkError(f"{self.name}: server refused the source: {status}{hint}")
         return sock
-
-    # -- now playing ----------------------------------------------------------------------------
-    def _ogg_bytes(self, pages: tuple) -> bytes:
-        """Pages to send; a chain this connection has not started gets its header pages first."""
-        assert self._encoder is not None
-        out = []
-        for page in pages:
-            if page.serial not in self._sent_serials:
-                self._sent_serials.add(page.serial)
-                if not page.data[5] & 0x02:  # joined mid-chain: the chain's headers up to this page
-                    for header in self._encoder.header_pages(page.serial):
-                        if header.data == page.data:
-                            break
-                        out.append(header.data)
-            out.append(page.data)
-        if len(self._sent_serials) > 64 and pages:  # forget old chains; keep the current one
-            self._sent_serials = {pages[-1].serial}
-        return b"".join(out)
-
 
 
 class TitleUpdater:

@@ -25,6 +25,7 @@ SINK_FACTORIES: dict[str, str] = {
     "speakers": "riffradio.sinks.speakers:speakers_sink_from_spec",
     "icecast": "riffradio.sinks.icecast:icecast_sink_from_spec",
     "rtmp": "riffradio.sinks.rtmp:rtmp_sink_from_spec",
+    "http": "riffradio.sinks.http:http_sink_from_spec",
 }
 
 

@@ -194,6 +194,7 @@ class CrossfadeBuffer:
             offset_seconds=voice.offset / self.sample_rate_hz,
             image=voice.clip.image,
             fallback=voice.fallback,
+            duration_seconds=voice.length / self.sample_rate_hz,
         )
 
     def read(self, frames: int, crossfade_seconds: float | None = None) -> tuple[np.ndarray, NowPlaying | None]:

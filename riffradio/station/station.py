@@ -173,11 +173,16 @@ class Station:
         current = None
         if now is not None and now.request is not None:
             current = describe_request(now.request, now.clip_index)
-            current.update(elapsed_seconds=round(now.offset_seconds, 3), fallback=now.fallback)
+            current.update(
+                elapsed_seconds=round(now.offset_seconds, 3),
+                duration_seconds=round(now.duration_seconds, 3),
+                fallback=now.fallback,
+            )
         upcoming = None
         if pending:
             upcoming = describe_request(pending[0].request, pending[0].index)
             upcoming["generation_seconds"] = round(pending[0].generation_seconds, 3)
+            upcoming["duration_seconds"] = round(pending[0].duration_seconds, 3)
         elif producer is not None and producer.generating is not None:
             upcoming = describe_request(producer.generating.request, producer.generating.index)
             upcoming["generating"] = True
@@ -197,6 +202,33 @@ class Station:
             "state_version": snapshot.version,
             "outputs": [dataclasses.asdict(status) for status in self.fanout_statuses()],
         }
+
+    def clip_image(self, index: int) -> Any:
+        """The spectrogram image of clip ``index`` if it is still in the buffer (playing or queued)."""
+        playing = self.buffer.playing
+        for clip in ([playing] if playing is not None else []) + self.buffer.pending():
+            if clip.index == index:
+                return clip.image
+        return None
+
+    def http_views(self) -> Any:
+        """The narrow views the HTTP server gets (``riffradio.control.http.StudioViews``)."""
+        from riffradio.control.http import StudioViews
+        from riffradio.sinks.http import HttpStreamSink
+        from riffradio.spectrogram.seeds import bundled_seed_image_names
+
+        return StudioViews(
+            name=self.playlist.station.name,
+            state=self.state,
+            metrics=self.metrics,
+            nowplaying=self.nowplaying,
+            outputs=self.fanout_statuses,
+            add_block_listener=self.add_block_listener,
+            clip_image=self.clip_image,
+            riffs=lambda: [riff.prompt if riff.to is None else f"{riff.prompt} → {riff.to}" for riff in self.playlist.riffs],
+            seed_images=tuple(bundled_seed_image_names()),
+            streams=tuple(sink for sink in self.sinks if isinstance(sink, HttpStreamSink)),
+        )
 
     def reload(self, path: str | Path | None = None) -> list[str]:
         """Re-read the playlist and switch to it at the next clip; returns the errors (empty on success).
@@ -276,7 +308,7 @@ class Station:
             except ModuleNotFoundError as error:
                 raise RiffradioError(f"{where}: {module_name} is not installed ({error})") from None
             try:
-                server = await getattr(module, function_name)(section, self)
+                server = await getattr(module, function_name)(section, self.http_views() if section is control.http else self)
             except OSError as error:
                 raise RiffradioError(f"{where}: cannot listen on {section.host}:{section.port}: {error.strerror or error}") from None
             self._servers.append(server)

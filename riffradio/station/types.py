@@ -52,6 +52,7 @@ class NowPlaying:
         offset_seconds: how far into that clip's audio the block starts.
         image: that clip's spectrogram image, for the video (None if not kept).
         fallback: True while the buffer plays fallback audio because no new clip was ready.
+        duration_seconds: length of that clip's audio.
     """
 
     clip_index: int
@@ -60,6 +61,7 @@ class NowPlaying:
     offset_seconds: float
     image: Image.Image | None = None
     fallback: bool = False
+    duration_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
