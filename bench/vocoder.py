@@ -94,7 +94,7 @@ def _decode_on_grid(image, grid: int, iterations: int, device: str, fine_low_ban
     audio = mel_to_audio(
         torch.from_numpy(mel).to(device), params, fgla_iterations=iterations, grid_n_fft=grid,
         fine_low_band_phase=fine_low_band_phase,
-    )
+    )[0]
     return _normalise_peak(audio.cpu().numpy())
 
 

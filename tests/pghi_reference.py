@@ -51,10 +51,13 @@ def reference_pghi_phase(
     n_fft_samples: int,
     win_length_samples: int,
     tolerance_db: float = 60.0,
+    known_phase: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`riffradio.spectrogram.phase.pghi_phase`, same arguments, on a numpy array.
 
     numpy float64, sequential over bins (the heap order) and over frames (the integration).
+    ``known_phase`` ``(..., bins, known_frames)``: those frames are taken as they are and the
+    integration goes on from the last of them.
     """
     shape = magnitude.shape
     mag = np.asarray(magnitude, np.float64).reshape(-1, *shape[-2:])
@@ -80,7 +83,13 @@ def reference_pghi_phase(
     rows = np.arange(batch)[:, None]
     phase = np.zeros_like(mag)
     previous = np.zeros((batch, bins))
+    known = None if known_phase is None else np.asarray(known_phase, np.float64).reshape(batch, bins, -1)
     for frame in range(frames):
+        if known is not None and frame < known.shape[-1]:
+            # stored in the window-centre convention, like every other frame here
+            previous = known[:, :, frame] - math.pi * (bin_index[:, :, 0] % 2)
+            phase[:, :, frame] = previous
+            continue
         start = previous + (time_step[:, :, frame - 1] + time_step[:, :, frame]) / 2 if frame else previous
         source = sources[:, :, frame]
         walk = freq_walk[:, :, frame]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from riffradio.engine.request import RiffRequest
-from riffradio.station.buffer import CrossfadeBuffer, crossfade, equal_power_gains
+from riffradio.station.buffer import CrossfadeBuffer, crossfade, crossfade_gains, fade_correlation
 from riffradio.station.types import Clip
 
 RATE = 44100
@@ -32,14 +32,32 @@ def _read_all(buffer: CrossfadeBuffer, frames: int, block: int = 1000) -> np.nda
     return np.concatenate(parts, axis=1)
 
 
-def test_equal_power_gains() -> None:
-    fade_out, fade_in = equal_power_gains(1000)
-    np.testing.assert_allclose(fade_out**2 + fade_in**2, 1.0, atol=1e-6)
+@pytest.mark.parametrize("correlation", [0.0, 0.4, 1.0])
+def test_crossfade_gains_keep_the_power_for_the_correlation(correlation: float) -> None:
+    fade_out, fade_in = crossfade_gains(1000, correlation=correlation)
+    # power of the mix of two equally loud signals with that correlation
+    np.testing.assert_allclose(fade_out**2 + fade_in**2 + 2 * correlation * fade_out * fade_in, 1.0, atol=1e-6)
     np.testing.assert_allclose(fade_out, fade_in[::-1], atol=1e-6)
     # pieces of a fade are the same as the whole fade
-    a_out, _ = equal_power_gains(1000, 0, 300)
-    b_out, _ = equal_power_gains(1000, 300, 700)
+    a_out, _ = crossfade_gains(1000, 0, 300, correlation)
+    b_out, _ = crossfade_gains(1000, 300, 700, correlation)
     np.testing.assert_array_equal(np.concatenate([a_out, b_out]), fade_out)
+    if correlation == 1.0:
+        np.testing.assert_allclose(fade_out + fade_in, 1.0, atol=1e-6)  # equal gain
+
+
+def test_a_join_of_two_renderings_of_the_same_audio_neither_swells_nor_dips() -> None:
+    # A continued clip whose overlap decodes to the audio already played (phase continuity):
+    # an equal-power fade would swell by 3 dB in its middle; the correlated fade stays level.
+    rng = np.random.default_rng(4)
+    audio = rng.normal(0, 0.1, (2, 4 * RATE)).astype(np.float32)
+    first, second = audio[:, : 2 * RATE], audio[:, RATE:]  # one second shared
+    assert fade_correlation(first[:, RATE:], second[:, :RATE]) == pytest.approx(1.0)
+    buffer = CrossfadeBuffer(2, RATE, crossfade_seconds=1.0)
+    buffer.push(_clip(0, first))
+    buffer.push(_clip(1, second))
+    out = _read_all(buffer, int(2.5 * RATE))
+    np.testing.assert_allclose(out, audio[:, : int(2.5 * RATE)], atol=1e-5)  # the same audio, seamless
 
 
 def test_joins_are_sample_exact_crossfades() -> None:

@@ -122,8 +122,8 @@ def test_fine_low_band_phase_improves_the_bass() -> None:
     original = music_excerpt("music005.ogg", 100.0)
     mel, params = _image_mel(audio_to_image(original, 44100, PARAMS), PARAMS)
     with torch.inference_mode():
-        with_fine = mel_to_audio(torch.from_numpy(mel), params).numpy()
-        without = mel_to_audio(torch.from_numpy(mel), params, fine_low_band_phase=False).numpy()
+        with_fine = mel_to_audio(torch.from_numpy(mel), params)[0].numpy()
+        without = mel_to_audio(torch.from_numpy(mel), params, fine_low_band_phase=False)[0].numpy()
     assert band_convergence_db(original, with_fine) < band_convergence_db(original, without) - 0.7
 
 
@@ -152,3 +152,82 @@ def test_dense_inverse_mel_for_accelerators_equals_the_sparse_one(excerpts) -> N
     sparse = inverse_mel(mel_tensor, params, 4410, dense=False)
     dense = inverse_mel(mel_tensor, params, 4410, dense=True)
     np.testing.assert_allclose(dense.numpy(), sparse.numpy(), rtol=1e-3, atol=1e-4 * float(sparse.max()))
+
+
+def test_pghi_with_known_phase_equals_the_sequential_pghi() -> None:
+    audio = torch.from_numpy(music_excerpt("music003.ogg", 60.0, duration_seconds=1.0))
+    spectrum = stft(audio, PARAMS, n_fft_samples=4410)[..., :1001, :]
+    magnitude, known = spectrum.abs(), torch.remainder(spectrum.angle()[..., :30], 2 * np.pi)
+    parallel = pghi_phase(magnitude, 441, 4410, 4410, known_phase=known).numpy()
+    sequential = reference_pghi_phase(magnitude.numpy(), 441, 4410, 4410, known_phase=known.numpy())
+    strong = magnitude.numpy() > 1e-3 * float(magnitude.max())
+    difference = np.angle(np.exp(1j * (parallel - sequential)))
+    assert np.abs(difference[strong]).max() < 5e-3
+    # the known frames come back as they went in
+    np.testing.assert_allclose(np.angle(np.exp(1j * (parallel[..., :30] - known.numpy()))), 0.0, atol=1e-4)
+
+
+def _weighted_phase_error(magnitude: torch.Tensor, estimate: torch.Tensor, truth: torch.Tensor) -> float:
+    """Magnitude-weighted mean |wrapped phase difference| (radians)."""
+    difference = torch.angle(torch.polar(torch.ones_like(estimate), estimate - truth)).abs()
+    return float((difference * magnitude).sum() / magnitude.sum())
+
+
+def test_pghi_integrates_onward_from_the_known_phase() -> None:
+    # The true phase of the first 40 frames is given: the next frames continue it; PGHI from
+    # nothing is off by an arbitrary rotation per partial (mean error near π/2).
+    audio = torch.from_numpy(music_excerpt("music001.ogg", 30.0, duration_seconds=1.0))
+    spectrum = stft(audio, PARAMS, n_fft_samples=4410)[..., :1001, :]
+    magnitude, truth = spectrum.abs(), spectrum.angle()
+    continued = pghi_phase(magnitude, 441, 4410, 4410, known_phase=truth[..., :40])
+    fresh = pghi_phase(magnitude, 441, 4410, 4410)
+    after = slice(40, 43)
+    continued_error = _weighted_phase_error(magnitude[..., after], continued[..., after], truth[..., after])
+    fresh_error = _weighted_phase_error(magnitude[..., after], fresh[..., after], truth[..., after])
+    assert continued_error < 0.6 and fresh_error > 1.2, (continued_error, fresh_error)
+
+
+@pytest.fixture(scope="module")
+def overlapping_windows() -> tuple[np.ndarray, np.ndarray, int]:
+    """Two 5.12 s windows of a recording, the second starting 3.84 s after the first (1.28 s shared)."""
+    hop_samples = 384 * PARAMS.hop_length_samples
+    recording = music_excerpt("music003.ogg", 60.0, duration_seconds=5.12 + 3.84)
+    first = recording[:, : PARAMS.clip_samples]
+    second = recording[:, hop_samples : hop_samples + PARAMS.clip_samples]
+    return first, second, hop_samples
+
+
+def _overlap_correlation(first: np.ndarray, second: np.ndarray, hop_samples: int) -> float:
+    """Correlation of two clips' audio in the middle 0.5 s of the part both cover."""
+    shared = first.shape[-1] - hop_samples
+    middle = slice(shared // 2 - 11025, shared // 2 + 11025)
+    return float(np.corrcoef(first[0, hop_samples:][middle], second[0, :shared][middle])[0, 1])
+
+
+def test_decode_continues_the_phase_of_the_previous_clip(overlapping_windows) -> None:
+    first, second, hop_samples = overlapping_windows
+    vocoder = Vocoder()
+    first_image, image = audio_to_image(first, 44100, PARAMS), audio_to_image(second, 44100, PARAMS)
+    before = vocoder.decode(first_image)
+    np.testing.assert_array_equal(before.audio, vocoder.image_to_audio(first_image))  # no previous: as before
+    independent = vocoder.decode(image)
+    locked = vocoder.decode(image, previous=before, overlap_frames=128)
+    correlations = [_overlap_correlation(before.audio, clip.audio, hop_samples) for clip in (independent, locked)]
+    # independent decodes of the same columns disagree in phase (comb filtering in a crossfade)
+    assert correlations[0] < 0.8 and correlations[1] > 0.99, correlations
+    assert locked.phase_radians.shape == (1, 2206, 512)
+    assert band_convergence_db(second, locked.audio) < -15.0  # the rest of the clip still decodes well
+
+
+def test_tail_phase_leaves_out_the_edge_frames_and_mismatched_parameters() -> None:
+    from riffradio.spectrogram.vocoder import VocodedClip, join_edge_frames
+
+    phase = torch.rand(1, 2206, 512, generator=torch.Generator().manual_seed(3))
+    clip = VocodedClip(audio=np.zeros((1, PARAMS.clip_samples), np.float32), phase_radians=phase, params=PARAMS)
+    edge = join_edge_frames(PARAMS)
+    assert edge == 5
+    tail = clip.tail_phase(128, PARAMS)
+    assert tail is not None and tail.shape == (1, 2206, 128 - edge)
+    torch.testing.assert_close(tail, phase[:, :, 512 - 128 : 512 - edge])
+    assert clip.tail_phase(edge, PARAMS) is None
+    assert clip.tail_phase(128, SpectrogramParams(stereo=True)) is None

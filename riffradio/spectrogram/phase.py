@@ -107,6 +107,7 @@ def pghi_phase(
     n_fft_samples: int,
     win_length_samples: int,
     tolerance_db: float = 60.0,
+    known_phase: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Phase (radians, torch's STFT convention) for ``magnitude`` of shape ``(..., bins, frames)``.
 
@@ -121,6 +122,10 @@ def pghi_phase(
         n_fft_samples: FFT length the bins belong to.
         win_length_samples: Hann window length (centred in the FFT frame).
         tolerance_db: bins more than this far below the clip's maximum get phase 0.
+        known_phase: the phase ``(..., bins, known_frames)`` of the first frames, already known
+            (a continued clip's overlap with the clip before it): those frames keep it and the
+            integration runs onward from the last of them, so the phase stays continuous
+            with what was played.
     """
     shape = magnitude.shape
     mag = magnitude.detach().reshape(-1, *shape[-2:]).to(torch.float32)
@@ -144,12 +149,18 @@ def pghi_phase(
     sources = _phase_sources(mag)
     offsets = torch.gather(time_steps, 1, sources) + walk - torch.gather(walk, 1, sources)
     significant = mag > peak * 10 ** (-tolerance_db / 20)
-    phase = _integrate_frames(
-        torch.where(significant, sources, torch.full_like(sources, bins)),
-        torch.where(significant, torch.remainder(offsets, 2 * math.pi), torch.zeros_like(offsets)),
-    )
+    sources = torch.where(significant, sources, torch.full_like(sources, bins))
+    offsets = torch.where(significant, torch.remainder(offsets, 2 * math.pi), torch.zeros_like(offsets))
+    odd_bins_pi = math.pi * (bin_index % 2).to(torch.float32)[None, :, None]
+    if known_phase is not None:
+        # A known frame continues the reset bin (phase 0) with its known phase as the offset.
+        known = known_phase.detach().reshape(mag.shape[0], bins, -1).to(device=mag.device, dtype=torch.float32)
+        count = min(known.shape[-1], mag.shape[-1])
+        sources[:, :, :count] = bins
+        offsets[:, :, :count] = torch.remainder(known[..., :count] - odd_bins_pi, 2 * math.pi)
+    phase = _integrate_frames(sources, offsets)
     # Back to torch's convention (phase referenced to the frame start): add π·m.
-    phase = torch.remainder(phase + math.pi * (bin_index % 2).to(torch.float32)[None, :, None], 2 * math.pi)
+    phase = torch.remainder(phase + odd_bins_pi, 2 * math.pi)
     return phase.to(magnitude.dtype).reshape(shape)
 
 
@@ -224,12 +235,17 @@ def fast_griffin_lim(
     iterations: int,
     momentum: float = 0.99,
     should_cancel: CancelCheck | None = None,
-) -> torch.Tensor:
-    """Refine ``phase`` for ``magnitude`` ``(..., bins, frames)`` and return audio ``(..., length_samples)``.
+    locked_frames: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Refine ``phase`` for ``magnitude`` ``(..., bins, frames)``: audio ``(..., length_samples)`` and the final phase.
 
     ``bins`` may be any ``n_fft // 2 + 1`` (e.g. the unpadded 4 410-point grid); hop and window
     come from ``params``. ``should_cancel`` is asked before every iteration; True raises
-    :class:`~riffradio.errors.Cancelled`.
+    :class:`~riffradio.errors.Cancelled`. ``locked_frames``: the first frames keep their
+    starting phase through every iteration (Griffin-Lim with partly known phase): a continued
+    clip's overlap then decodes to the waveform already played, and the frames after it settle
+    around it. The returned phase (radians, ``[0, 2π)``) is the last projected spectrum's, the
+    one the audio is synthesised from.
     """
     shape = magnitude.shape
     n_fft = (shape[-2] - 1) * 2
@@ -239,9 +255,11 @@ def fast_griffin_lim(
     active = int(nonzero.max()) + 1 if nonzero.numel() else 1
     target = target[:, :active]
     pair = _FramePair(params, n_fft, shape[-1], length_samples, target.device)
-    start = torch.polar(target, phase.reshape(-1, *shape[-2:])[:, :active].to(torch.float32))
+    start_phase = phase.reshape(-1, *shape[-2:])[:, :active].to(torch.float32)
+    start = torch.polar(target, start_phase)
     # Real views (…, 2) of the complex spectra: torch's complex element-wise ops are slow on CPU.
     current = torch.view_as_real(start)
+    locked = current[:, :, :locked_frames].clone() if locked_frames > 0 else None
     previous = current
     scale_target = target[..., None]
     for iteration in range(iterations):
@@ -250,9 +268,18 @@ def fast_griffin_lim(
         rebuilt = torch.view_as_real(pair.analyse(pair.synthesise(torch.view_as_complex(current)))[:, :active])
         norm = torch.sqrt(rebuilt.square().sum(dim=-1, keepdim=True)).clamp_(min=1e-12)
         projected = rebuilt * (scale_target / norm)
+        if locked is not None:
+            projected[:, :, :locked_frames] = locked
         current = projected + momentum * (projected - previous)
         previous = projected
-    return pair.synthesise(torch.view_as_complex(previous.contiguous())).reshape(*shape[:-2], length_samples)
+    final = torch.view_as_complex(previous.contiguous())
+    audio = pair.synthesise(final).reshape(*shape[:-2], length_samples)
+    if iterations == 0:
+        final_phase = start_phase
+    else:
+        final_phase = torch.remainder(torch.angle(final), 2 * math.pi)
+    final_phase = torch.nn.functional.pad(final_phase, (0, 0, 0, shape[-2] - active)).reshape(shape)
+    return audio, final_phase
 
 
 def spectral_convergence_db(reference: np.ndarray, estimate: np.ndarray) -> float:

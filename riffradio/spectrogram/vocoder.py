@@ -23,7 +23,15 @@ from riffradio.spectrogram.mel import mel_filterbank
 from riffradio.spectrogram.params import SpectrogramParams
 from riffradio.spectrogram.phase import fast_griffin_lim, grids_nest, pghi_phase, phase_on_coarser_grid
 
-__all__ = ["REFERENCE_PEAK_DBFS", "Vocoder", "audio_to_image", "image_to_audio", "mel_to_audio"]
+__all__ = [
+    "REFERENCE_PEAK_DBFS",
+    "VocodedClip",
+    "Vocoder",
+    "audio_to_image",
+    "image_to_audio",
+    "join_edge_frames",
+    "mel_to_audio",
+]
 
 REFERENCE_PEAK_DBFS = -1.0
 DEFAULT_FGLA_ITERATIONS = 32
@@ -208,8 +216,10 @@ def mel_to_audio(
     grid_n_fft: int | None = None,
     should_cancel: CancelCheck | None = None,
     fine_low_band_phase: bool = True,
-) -> torch.Tensor:
-    """Audio ``(..., channels, samples)`` for mel amplitudes ``(..., channels, mels, frames)``, not normalised.
+    known_phase: torch.Tensor | None = None,
+    lock_known_phase: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio and phase for mel amplitudes ``(..., channels, mels, frames)``, not normalised.
 
     Args:
         mel: mel amplitudes as :func:`~riffradio.spectrogram.image.image_to_mel` returns them.
@@ -221,23 +231,39 @@ def mel_to_audio(
             :class:`~riffradio.errors.Cancelled`.
         fine_low_band_phase: start the phase below ``FINE_PHASE_MAX_HZ`` from PGHI on the padded
             grid (when ``grid_n_fft`` divides ``n_fft``); False only to measure what it brings.
+        known_phase: phase ``(..., channels, grid bins, known_frames)`` (radians, torch's STFT
+            convention) of the first frames, e.g. the clip before's phase on the frames both
+            clips share: PGHI integrates onward from it (:func:`pghi_phase`), so the phase runs on
+            without a jump.
+        lock_known_phase: keep the known frames' phase through Griffin-Lim, so they decode to
+            the waveform already played; False only starts from it (to measure what locking brings).
+
+    Returns:
+        Audio ``(..., channels, samples)`` and its phase ``(..., channels, grid bins, frames)``,
+        the last Griffin-Lim iterate's.
     """
     grid = params.win_length_samples if grid_n_fft is None else grid_n_fft
+    bins = grid // 2 + 1
+    known_frames = 0 if known_phase is None else min(int(known_phase.shape[-1]), mel.shape[-1])
     # 1. Magnitudes on the grid (NNLS inverse mel).
     active = inverse_mel(mel, params, grid)
-    magnitude = torch.nn.functional.pad(active, (0, 0, 0, grid // 2 + 1 - active.shape[-2]))
+    magnitude = torch.nn.functional.pad(active, (0, 0, 0, bins - active.shape[-2]))
     # 2. Phase by PGHI; the low band's from the padded grid, where its partials are resolved.
-    phase = pghi_phase(active, params.hop_length_samples, grid, params.win_length_samples)
+    known_active = None if known_phase is None else known_phase[..., : active.shape[-2], :known_frames].to(active.device)
+    phase = pghi_phase(active, params.hop_length_samples, grid, params.win_length_samples, known_phase=known_active)
     if fine_low_band_phase:
-        phase = _with_fine_low_band_phase(phase, mel, params, grid)
-    phase = torch.nn.functional.pad(phase, (0, 0, 0, grid // 2 + 1 - active.shape[-2]))
+        phase = _with_fine_low_band_phase(phase, mel, params, grid, known_frames)
+    phase = torch.nn.functional.pad(phase, (0, 0, 0, bins - active.shape[-2]))
     # 3. Fast Griffin-Lim on the grid.
     length = mel.shape[-1] * params.hop_length_samples
-    return fast_griffin_lim(magnitude, phase, params, length, fgla_iterations, should_cancel=should_cancel)
+    locked = known_frames if lock_known_phase else 0
+    return fast_griffin_lim(
+        magnitude, phase, params, length, fgla_iterations, should_cancel=should_cancel, locked_frames=locked
+    )
 
 
 def _with_fine_low_band_phase(
-    phase: torch.Tensor, mel: torch.Tensor, params: SpectrogramParams, grid_n_fft: int
+    phase: torch.Tensor, mel: torch.Tensor, params: SpectrogramParams, grid_n_fft: int, known_frames: int = 0
 ) -> torch.Tensor:
     """``phase`` on the coarse grid with its bins below ``FINE_PHASE_MAX_HZ`` rebuilt on the padded grid.
 
@@ -247,15 +273,24 @@ def _with_fine_low_band_phase(
     were computed, so its inverse mel is exact) resolves them; its every ``r``-th bin is the
     coarse grid's bin, phase-shifted by the windows' offset. Mean spectral convergence −20.8 →
     −21.3 dB on real music for 25–50 ms of CPU per clip (docs/benchmarks.md, run 5).
+
+    The first ``known_frames`` keep their (known) phase; after them each low bin's padded-grid
+    phase is turned by one constant so that it continues the last known frame.
     """
     if grid_n_fft >= params.n_fft_samples or not grids_nest(params.n_fft_samples, grid_n_fft):
+        return phase
+    if known_frames >= phase.shape[-1]:
         return phase
     fine = inverse_mel(mel, params, params.n_fft_samples, max_hz=_FINE_SOLVE_MAX_HZ)
     fine_phase = pghi_phase(fine, params.hop_length_samples, params.n_fft_samples, params.win_length_samples)
     coarse_bins = min(int(FINE_PHASE_MAX_HZ / (params.sample_rate_hz / grid_n_fft)) + 1, phase.shape[-2])
     low = phase_on_coarser_grid(fine_phase, params.n_fft_samples, grid_n_fft, coarse_bins)
     phase = phase.clone()
-    phase[..., : low.shape[-2], :] = low
+    if known_frames > 0:
+        turn = phase[..., : low.shape[-2], known_frames - 1 : known_frames] - low[..., known_frames - 1 : known_frames]
+        phase[..., : low.shape[-2], known_frames:] = torch.remainder(low[..., known_frames:] + turn, 2 * math.pi)
+    else:
+        phase[..., : low.shape[-2], :] = low
     return phase
 
 
@@ -274,6 +309,45 @@ def _image_mel(image: Image.Image, params: SpectrogramParams) -> tuple[np.ndarra
     return image_to_mel(image, image_params, max_value), image_params
 
 
+def join_edge_frames(params: SpectrogramParams) -> int:
+    """Frames at a clip's end whose phase its end bends (half a window, in hops): 5 at the defaults."""
+    return math.ceil(params.win_length_samples / 2 / params.hop_length_samples)
+
+
+@dataclass(frozen=True)
+class VocodedClip:
+    """A decoded clip and the phase it was synthesised from, so that the next clip can continue it.
+
+    Attributes:
+        audio: float32 ``(channels, samples)`` at ``params.sample_rate_hz``, peak at
+            ``REFERENCE_PEAK_DBFS``.
+        phase_radians: float32 tensor ``(channels, win_length // 2 + 1, frames)`` (2 206 bins of
+            the 4 410-point grid, one frame per image column; torch's STFT convention) on the
+            vocoder's device: the last Griffin-Lim iterate, whose synthesis is ``audio``.
+        params: the spectrogram parameters the image was decoded with.
+    """
+
+    audio: np.ndarray
+    phase_radians: torch.Tensor
+    params: SpectrogramParams
+
+    def tail_phase(self, overlap_frames: int, params: SpectrogramParams) -> torch.Tensor | None:
+        """The phase a clip sharing this one's last ``overlap_frames`` frames starts from, or None.
+
+        Shape ``(channels, bins, overlap_frames − join_edge_frames)``: this clip's phase from
+        ``overlap_frames`` before its end up to its last :func:`join_edge_frames`. None when
+        that leaves nothing, or the next clip's parameters differ (sample rate, channels, …:
+        nothing to continue).
+        """
+        frames = self.phase_radians.shape[-1]
+        overlap_frames = min(overlap_frames, frames)
+        known = overlap_frames - join_edge_frames(params)
+        if known <= 0 or params != self.params:
+            return None
+        start = frames - overlap_frames
+        return self.phase_radians[:, :, start : start + known]
+
+
 def image_to_audio(
     image: Image.Image, params: SpectrogramParams = SpectrogramParams(), device: str | torch.device = "cpu"
 ) -> np.ndarray:
@@ -287,6 +361,9 @@ class Vocoder:
     Args:
         params: spectrogram parameters; EXIF tags in an image override them for that image.
         device: torch device for the maths ("cpu", "cuda", "mps", ...).
+
+    :meth:`decode` continues the phase of the clip before over the frames both share (the
+    station's continuation overlap), so the two renderings of a join's crossfade agree in phase.
 
     Cost on CPU: about 1.1 s of one core per 5.12 s clip (docs/benchmarks.md). On a small
     machine shared with the diffusion engine, one torch thread (``torch.set_num_threads(1)``,
@@ -307,6 +384,49 @@ class Vocoder:
         return self.images_to_audio([image], should_cancel)[0]
 
     @torch.inference_mode()
+    def decode(
+        self,
+        image: Image.Image,
+        should_cancel: CancelCheck | None = None,
+        previous: VocodedClip | None = None,
+        overlap_frames: int = 0,
+        lock_known_phase: bool = True,
+    ) -> VocodedClip:
+        """Decode one image, continuing the phase of ``previous`` over the frames they share.
+
+        Args:
+            image: the spectrogram image (EXIF tags override the vocoder's parameters).
+            should_cancel: asked before every Griffin-Lim iteration; True raises
+                :class:`~riffradio.errors.Cancelled`.
+            previous: the clip before, decoded by this method; ``None`` (or ``overlap_frames``
+                at most :func:`join_edge_frames`) decodes the image on its own, exactly as
+                :meth:`image_to_audio` does.
+            overlap_frames: image columns (10 ms STFT frames) this clip's start shares with the
+                end of ``previous``: the first ``overlap_frames`` columns here are the last ones
+                there. The first ``overlap_frames − join_edge_frames`` of them take the phase
+                ``previous`` had there (its last few frames are left out: the end of a clip
+                bends their phase), PGHI integrates onward from it, and Griffin-Lim keeps it
+                (``lock_known_phase``) or only starts from it.
+            lock_known_phase: see ``overlap_frames``.
+
+        Returns:
+            The audio (float32 ``(channels, samples)``, peak at ``REFERENCE_PEAK_DBFS``) and the
+            phase it was made from, for the next clip.
+        """
+        mel, image_params = _image_mel(image, self.params)
+        known = None
+        if previous is not None:
+            known = previous.tail_phase(overlap_frames, image_params)
+        audio, phase = mel_to_audio(
+            torch.from_numpy(mel).to(self.device),
+            image_params,
+            should_cancel=should_cancel,
+            known_phase=known,
+            lock_known_phase=lock_known_phase,
+        )
+        return VocodedClip(audio=_normalise_peak(audio.cpu().numpy()), phase_radians=phase, params=image_params)
+
+    @torch.inference_mode()
     def images_to_audio(
         self, images: Sequence[Image.Image], should_cancel: CancelCheck | None = None
     ) -> list[np.ndarray]:
@@ -322,7 +442,7 @@ class Vocoder:
             groups.setdefault((image_params, mel.shape), []).append(index)
         for (image_params, _), indices in groups.items():
             batch = torch.from_numpy(np.stack([decoded[i][0] for i in indices])).to(self.device)
-            audio = mel_to_audio(batch, image_params, should_cancel=should_cancel).cpu().numpy()
+            audio = mel_to_audio(batch, image_params, should_cancel=should_cancel)[0].cpu().numpy()
             for row, index in enumerate(indices):
                 results[index] = _normalise_peak(audio[row])
         return [result for result in results if result is not None]

@@ -1,8 +1,10 @@
 """The crossfading ring buffer between the producer (clips) and the consumer (fixed blocks).
 
-Clips queue up in order. Each join is an equal-power crossfade (``cos``/``sin`` gains, so the
-summed power stays constant) of ``crossfade_seconds``, sample-exact: the last N frames of one
-clip overlap the first N frames of the next. Two rules keep it live and never silent:
+Clips queue up in order. Each join is a constant-power crossfade of ``crossfade_seconds``,
+sample-exact: the last N frames of one clip overlap the first N frames of the next. Its gains
+follow the two clips' correlation there (:func:`crossfade_gains`): equal power (``cos``/``sin``)
+for unrelated clips, gains summing to one for two renderings of the same audio (a continued
+clip's phase-continuous overlap), so neither dips nor swells. Two rules keep it live and never silent:
 
 * **cut in** — a clip made under a newer station-state version than the one playing (the DJ
   changed something) does not wait for the end of the current clip: the crossfade starts at once;
@@ -23,20 +25,40 @@ import numpy as np
 from riffradio.station.types import Clip, NowPlaying
 
 
-def equal_power_gains(fade_frames: int, start_frame: int = 0, frames: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Gains (outgoing, incoming) of frames ``start_frame ...`` of an equal-power fade of ``fade_frames``.
+def crossfade_gains(
+    fade_frames: int, start_frame: int = 0, frames: int | None = None, correlation: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gains (outgoing, incoming) of frames ``start_frame ...`` of a constant-power fade of ``fade_frames``.
 
-    Sampled at frame centres, so ``out² + in² == 1`` for every frame and the two halves mirror.
+    ``cos``/``sin`` of a quarter turn, sampled at frame centres, divided by
+    ``sqrt(1 + r·sin 2θ)``: the power of the mix of two equally loud signals with correlation
+    ``r`` (clipped to [0, 1]) stays constant. ``r = 0`` is the equal-power fade
+    (``out² + in² == 1``) for unrelated clips; ``r = 1`` sums the gains to 1, so two renderings
+    of the same audio (a continued clip's overlap) fade without the 3 dB swell an equal-power
+    fade gives them. The two halves mirror, and pieces of a fade equal the whole.
     """
     frames = fade_frames - start_frame if frames is None else frames
     position = (start_frame + np.arange(frames, dtype=np.float64) + 0.5) / max(fade_frames, 1)
     angle = position * (math.pi / 2)
-    return np.cos(angle).astype(np.float32), np.sin(angle).astype(np.float32)
+    norm = 1.0 / np.sqrt(1.0 + min(max(correlation, 0.0), 1.0) * np.sin(2 * angle))
+    return (np.cos(angle) * norm).astype(np.float32), (np.sin(angle) * norm).astype(np.float32)
+
+
+def fade_correlation(outgoing: np.ndarray, incoming: np.ndarray) -> float:
+    """Correlation of two equally long ``(channels, frames)`` fade parts, over all channels, in [0, 1].
+
+    Normalised inner product (audio is zero-mean), negative values as 0: what
+    :func:`crossfade_gains` needs to keep the mix's power.
+    """
+    energy = float(np.sum(outgoing.astype(np.float64) ** 2) * np.sum(incoming.astype(np.float64) ** 2))
+    if energy <= 0.0:
+        return 0.0
+    return min(max(float(np.sum(outgoing.astype(np.float64) * incoming)) / math.sqrt(energy), 0.0), 1.0)
 
 
 def crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
-    """Equal-power crossfade of two equally long (channels, frames) arrays."""
-    gains_out, gains_in = equal_power_gains(outgoing.shape[-1])
+    """Constant-power crossfade of two equally long (channels, frames) arrays, for their correlation."""
+    gains_out, gains_in = crossfade_gains(outgoing.shape[-1], correlation=fade_correlation(outgoing, incoming))
     return outgoing * gains_out[None, :] + incoming * gains_in[None, :]
 
 
@@ -92,6 +114,7 @@ class CrossfadeBuffer:
         self._outgoing: _Voice | None = None
         self._fade_frames = 0
         self._fade_position = 0
+        self._fade_correlation = 0.0
         self.frames_read = 0
         self.underruns = 0
         self.fallback_frames = 0
@@ -251,7 +274,11 @@ class CrossfadeBuffer:
         fade_frames = max(0, min(fade_frames, self._current.remaining, incoming.length))
         if not fallback:
             self.clips_started += 1
-        self._outgoing, self._current = self._current, incoming
+        outgoing = self._current
+        self._fade_correlation = fade_correlation(
+            outgoing.clip.audio[:, outgoing.offset : outgoing.offset + fade_frames], incoming.clip.audio[:, :fade_frames]
+        )
+        self._outgoing, self._current = outgoing, incoming
         self._fade_frames, self._fade_position = fade_frames, 0
         if fade_frames == 0:
             self._outgoing = None
@@ -260,7 +287,7 @@ class CrossfadeBuffer:
     def _mix_fade(self, out: np.ndarray, at: int, wanted: int) -> int:
         assert self._outgoing is not None and self._current is not None
         part = min(wanted, self._fade_frames - self._fade_position)
-        gains_out, gains_in = equal_power_gains(self._fade_frames, self._fade_position, part)
+        gains_out, gains_in = crossfade_gains(self._fade_frames, self._fade_position, part, self._fade_correlation)
         out[:, at : at + part] = (
             self._outgoing.take(part) * gains_out[None, :] + self._current.take(part) * gains_in[None, :]
         )
