@@ -158,9 +158,9 @@ def mix(audios: list[np.ndarray], overlap: int, crossfade: int, lufs: float = -1
 
 
 def log_mel_db(audio: np.ndarray) -> tuple[np.ndarray, float]:
-    """Log power in 64 mel bands (dB), 2 048-point frames every 512 samples; and the frame rate."""
+    """Log power in 64 mel bands up to 10 kHz (dB), 2 048-point frames every 512 samples; and the frame rate."""
     spectrum = torch.stft(torch.from_numpy(audio.astype(np.float32)), 2048, 512, window=torch.hann_window(2048), return_complex=True)
-    bands = mel_filterbank(SpectrogramParams(num_frequencies=64, max_frequency_hz=16000), 2048)
+    bands = mel_filterbank(SpectrogramParams(num_frequencies=64), 2048)  # 0–10 kHz: the band an image holds
     power = np.einsum("fm,ft->mt", bands, spectrum.abs().numpy() ** 2)
     return 10 * np.log10(power + 1e-10), RATE_HZ / 512
 
@@ -261,15 +261,17 @@ def plot_join(path: Path, mixes: dict[str, tuple[np.ndarray, list[int]]], crossf
         # A dark-to-bright ramp through blue and orange (no plotting library needed).
         rgb = np.stack([np.clip(1.6 * db - 0.3, 0, 1), np.clip(1.4 * db - 0.5, 0, 1) ** 1.2, np.clip(0.6 - np.abs(db - 0.35) * 1.5, 0, 1) + 0.1 * db], axis=2)
         image = Image.fromarray((rgb * 255).astype(np.uint8)).resize((3 * db.shape[1], 3 * db.shape[0]), Image.NEAREST)
-        canvas = Image.new("RGB", (image.width, image.height + 22), "white")
-        canvas.paste(image, (0, 22))
+        header = 30
+        canvas = Image.new("RGB", (image.width, image.height + header), "white")
+        canvas.paste(image, (0, header))
         draw = ImageDraw.Draw(canvas)
-        draw.text((4, 4), f"{name}: mix around a join, ±1.5 s, 0–12 kHz (mel)", fill="black")
+        draw.text((4, 2), f"{name}: the mix 1.5 s either side of a join, mel bands 0-12 kHz; bar = the crossfade", fill="black")
         pixels_per_sample = image.width / segment.shape[-1]
-        for edge in (start, start + crossfade * HOP):
-            x = round((edge - (centre - int(1.5 * RATE_HZ))) * pixels_per_sample)
-            draw.line([(x, 22), (x, 30)], fill="black", width=2)
-            draw.line([(x, canvas.height - 8), (x, canvas.height)], fill="black", width=2)
+        left, right = (round((edge - (centre - int(1.5 * RATE_HZ))) * pixels_per_sample) for edge in (start, start + crossfade * HOP))
+        draw.rectangle([(left, 18), (max(right, left + 2), 26)], fill="black")
+        for x in (left, right):  # dotted guides through the picture
+            for y in range(header, canvas.height, 12):
+                draw.line([(x, y), (x, y + 4)], fill="white", width=1)
         panels.append(canvas)
     sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels) + 6 * len(panels)), "white")
     y = 0
