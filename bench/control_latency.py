@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, n
 
 from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
 
-from riffradio.station.types import AudioBlock  # noqa: E402
+from riffradio.core.types import AudioBlock  # noqa: E402
 
 
 def free_udp_port() -> int:

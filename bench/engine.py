@@ -96,7 +96,7 @@ def main() -> int:
 
     from riffradio.engine.loading import quiet_libraries, resolve_device
     from riffradio.engine.pipeline import RiffEngine
-    from riffradio.engine.request import RiffRequest
+    from riffradio.core.types import RiffRequest
     from riffradio.engine.testmodel import build_test_model
 
     device = resolve_device(args.device)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, n
 from riffradio.sinks.encoders import EncoderSettings, SharedEncoder  # noqa: E402
 from riffradio.sinks.rtmp import FlvEncoder, FlvSettings  # noqa: E402
 from riffradio.sinks.video import ScrollingSpectrogram, VideoSettings  # noqa: E402
-from riffradio.station.types import AudioBlock, NowPlaying  # noqa: E402
+from riffradio.core.types import AudioBlock, NowPlaying  # noqa: E402
 
 BLOCK_FRAMES = 4096
 RATE_HZ = 44100

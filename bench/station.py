@@ -26,7 +26,7 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from riffradio.engine.request import RiffRequest  # noqa: E402
+from riffradio.core.types import Clip, RiffRequest  # noqa: E402
 from riffradio.metrics import StationMetrics  # noqa: E402
 from riffradio.playlist import check_playlist_text  # noqa: E402
 from riffradio.sinks.file import FileSink, cue_path_for  # noqa: E402
@@ -34,7 +34,6 @@ from riffradio.station.buffer import CrossfadeBuffer  # noqa: E402
 from riffradio.station.consumer import Consumer  # noqa: E402
 from riffradio.station.state import StationState  # noqa: E402
 from riffradio.station.station import SAMPLE_RATE_HZ, Station  # noqa: E402
-from riffradio.station.types import Clip  # noqa: E402
 
 PLAYLIST = """\
 station: {name: Bench, steps: 4, crossfade_seconds: 0.5, lookahead_clips: 2}

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from riffradio.station.types import AudioBlock, NowPlaying
+from riffradio.core.types import AudioBlock, NowPlaying
 
 SOURCE_PASSWORD = "srcpw-secret"
 ADMIN_PASSWORD = "adminpw"

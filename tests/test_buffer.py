@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from riffradio.engine.request import RiffRequest
+from riffradio.core.types import Clip, RiffRequest
 from riffradio.station.buffer import CrossfadeBuffer, crossfade, crossfade_gains, fade_correlation
-from riffradio.station.types import Clip
 
 RATE = 44100
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from riffradio.engine.loading import stock_img2img_pipeline
 from riffradio.engine.pipeline import LruCache, RiffEngine, img2img_timesteps
-from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.errors import RiffradioError
 
 STEPS = 3  # PNDM, strength 0.75: int(3 * 0.75) + 1 = 3 UNet calls

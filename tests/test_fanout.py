@@ -20,7 +20,7 @@ from riffradio.metrics import StationMetrics
 from riffradio.sinks.base import Sink
 from riffradio.sinks.fanout import Fanout, scrub_secrets
 from riffradio.sinks.file import FileSink
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 from servers import Music, music, music_blocks, wait_until  # noqa: F401 - music is a fixture
 
 BLOCK_FRAMES = 4096

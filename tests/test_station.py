@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.playlist import load_playlist
 from riffradio.sinks.file import FileSink
 from riffradio.station.consumer import DEFAULT_BLOCK_FRAMES

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import soundfile
 
-from riffradio.engine.request import RiffRequest
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.file import FileSink, file_sink_from_spec
@@ -21,7 +20,7 @@ from riffradio.sinks.registry import check_output, create_sinks
 from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.consumer import Consumer
 from riffradio.station.state import StationState
-from riffradio.station.types import AudioBlock, Clip, NowPlaying
+from riffradio.core.types import AudioBlock, Clip, NowPlaying, RiffRequest
 
 RATE = 44100
 
@@ -105,9 +104,8 @@ def test_a_killed_writer_leaves_a_readable_file(tmp_path: Path, suffix: str) -> 
     script = textwrap.dedent(
         f"""
         import os, sys, numpy as np
-        from riffradio.engine.request import RiffRequest
         from riffradio.sinks.file import FileSink
-        from riffradio.station.types import AudioBlock, NowPlaying
+        from riffradio.core.types import AudioBlock, NowPlaying, RiffRequest
         sink = FileSink({str(path)!r}, cue_path={str(path.with_suffix(".cue.jsonl"))!r}, flush_seconds=0.5)
         sink.open()
         request = RiffRequest("a", "a", 1, 2)

@@ -43,7 +43,7 @@ from riffradio.control.fields import FIELDS, ArgParser, Field, Rejected, number_
 from riffradio.errors import RiffradioError
 from riffradio.metrics import StationMetrics
 from riffradio.station.state import StateSnapshot, StationState
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
 

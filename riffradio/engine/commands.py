@@ -13,7 +13,7 @@ logger = logging.getLogger(__name__)
 
 def _riff(args: argparse.Namespace) -> int:
     from riffradio.engine.pipeline import RiffEngine
-    from riffradio.engine.request import RiffRequest
+    from riffradio.core.types import RiffRequest
 
     for path in (args.out, args.audio):
         if path is not None and not path.parent.is_dir():
@@ -81,7 +81,8 @@ def _probability(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from riffradio.engine.loading import DEFAULT_MODEL, SCHEDULER_NAMES
+    from riffradio.core.defaults import DEFAULT_MODEL, DEFAULT_SEED_IMAGE
+    from riffradio.engine.loading import SCHEDULER_NAMES
 
     riff = subparsers.add_parser(
         "riff",
@@ -103,7 +104,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     riff.add_argument("--steps", type=int, default=50, help="scheduler steps at strength 1 (default 50)")
     seed_group = riff.add_mutually_exclusive_group()
     seed_group.add_argument(
-        "--seed-image", default="og_beat", help="bundled name, PNG/audio path or spec (default og_beat)"
+        "--seed-image",
+        default=DEFAULT_SEED_IMAGE,
+        help=f"bundled name, PNG/audio path or spec (default {DEFAULT_SEED_IMAGE})",
     )
     seed_group.add_argument("--bpm", type=float, default=None, help="synthesise a drum-loop seed at this tempo")
     riff.add_argument("--mask-image", default=None, help="mask image: white is repainted, black kept")

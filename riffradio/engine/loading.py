@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from riffradio.core.defaults import DEFAULT_MODEL
 from riffradio.errors import RiffradioError
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "riffusion/riffusion-model-v1"
 
 # Scheduler names a user may pass (None keeps the checkpoint's own: PNDM for Riffusion).
 SCHEDULER_NAMES: tuple[str, ...] = ("pndm", "dpm++", "ddim", "euler")

@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import numpy as np
 
 from riffradio.engine.interpolation import lerp, mix, slerp
-from riffradio.engine.loading import DEFAULT_MODEL, LoadedModel, is_out_of_memory, load_model, out_of_memory_message
-from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.core.defaults import DEFAULT_MODEL
+from riffradio.engine.loading import LoadedModel, is_out_of_memory, load_model, out_of_memory_message
+from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.errors import CancelCheck, Cancelled, RiffradioError
 
 if TYPE_CHECKING:
@@ -314,65 +315,143 @@ class RiffEngine:
 
     def _run_batch(self, batch: list[_Prepared], should_cancel: CancelCheck | None = None) -> list[RiffResult]:
         """Steps 2–8 for requests that share a schedule (see the module docstring)."""
+        watch = _Stopwatch(self.device)
+        guided = batch[0].guidance_scale > 1.0
+
+        # 2. Text embeddings: the prompts' lerped, the negative prompts' first when guided.
+        text_embeddings = self._encode_prompts(batch, guided)
+        watch.lap("text")
+
+        # 3. Init latents: the seed image's latent distribution, sampled with the start seed.
+        init_latents = self._prepare_init_latents(batch)
+        watch.lap("vae_encode")
+
+        # 4. Noise (start and end seeds slerped) and the optional latent mask.
+        noise = self._prepare_noise(batch, tuple(init_latents.shape[1:]))
+        mask = self._prepare_mask(batch)
+
+        # 5. Timesteps: the schedule cut by the strength.
+        timesteps = self._get_timesteps(batch)
+
+        # 6. The init latents noised to the first timestep of the loop.
+        latents = self._model.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(batch)))
+        watch.lap("other")
+
+        # 7. The denoising loop, with classifier-free guidance and the mask blend.
+        latents = self._denoise(
+            latents, timesteps, text_embeddings, [item.guidance_scale for item in batch],
+            init_latents, noise, mask, watch, should_cancel,
+        )  # fmt: skip
+        watch.lap("unet")
+
+        # 8. VAE decode to 8-bit RGB spectrogram images.
+        images = self._decode_latents(latents, watch)
+        share = {stage: seconds / len(batch) for stage, seconds in watch.seconds.items()}
+        return [
+            RiffResult(request=item.request, image=image, latents=latents[i : i + 1], timings_seconds=dict(share))
+            for i, (item, image) in enumerate(zip(batch, images))
+        ]
+
+    def _encode_prompts(self, batch: list[_Prepared], guided: bool) -> torch.Tensor:
+        """Step 2: text embeddings ``(B, 77, D)``, or ``(2B, 77, D)`` as [unconditional…, conditional…].
+
+        Each prompt's embedding is cached per string; start and end embeddings are lerped by
+        ``alpha``; with guidance the negative prompts' embeddings come first, so one UNet call
+        serves both halves.
+        """
         import torch
-        from diffusers.utils.torch_utils import randn_tensor
 
-        model, device, dtype = self._model, self.device, self.dtype
-        unet, vae, scheduler = model.unet, model.vae, model.scheduler
-        requests = [item.request for item in batch]
-        watch = _Stopwatch(device)
-
-        # 2. Text embeddings, cached per prompt string; the prompt embedding is lerped.
         def embed(text: str) -> torch.Tensor:
             return self.text_cache.get_or_create(text, lambda: self._embed_text(text))
 
-        guided = batch[0].guidance_scale > 1.0
+        requests = [item.request for item in batch]
         texts = [lerp(embed(r.start_prompt), embed(r.end_prompt), r.alpha) for r in requests]
-        if guided:  # [unconditional..., conditional...]: one UNet call for both halves
+        if guided:
             texts = [embed(r.negative_prompt) for r in requests] + texts
-        text_embeddings = torch.cat(texts)
-        watch.lap("text")
+        return torch.cat(texts)
 
-        # 3. Init latents: the image's latent distribution (cached), sampled with the start seed.
+    def _prepare_init_latents(self, batch: list[_Prepared]) -> torch.Tensor:
+        """Step 3: ``(B, 4, H/8, W/8)`` init latents, scaled by the VAE's scaling factor.
+
+        The latent distribution of each seed image is cached per reference and sampled with a
+        generator seeded with the request's start seed, as Riffusion does.
+        """
+        import torch
+
+        vae = self._model.vae
         init_latents = []
         for item in batch:
             distribution = self.init_cache.get_or_create(item.request.seed_image, lambda: self._encode_image(item.init_image))
             sample = distribution.sample(generator=self._generator(item.request.start_seed))
             init_latents.append(vae.config.scaling_factor * sample)
-        init_latents_orig = torch.cat(init_latents)
-        watch.lap("vae_encode")
+        return torch.cat(init_latents)
 
-        # 4. Noise: one tensor per seed, slerped (generators seeded afresh, as Riffusion does).
-        shape = (1, *init_latents_orig.shape[1:])
-        noise = torch.cat(
-            [
-                slerp(
-                    randn_tensor(shape, generator=self._generator(r.start_seed), device=device, dtype=dtype),
-                    randn_tensor(shape, generator=self._generator(r.end_seed), device=device, dtype=dtype),
-                    r.alpha,
-                )
-                for r in requests
-            ]
-        )
-        mask = None
-        if batch[0].mask_image is not None:
-            masks = [
-                self.mask_cache.get_or_create(item.request.mask_image, lambda: preprocess_mask(item.mask_image))
-                for item in batch
-            ]
-            mask = torch.cat(masks).to(device=device, dtype=dtype)
+    def _prepare_noise(self, batch: list[_Prepared], latent_shape: tuple[int, ...]) -> torch.Tensor:
+        """Step 4: ``(B, *latent_shape)`` noise, one tensor per seed slerped by ``alpha``.
 
-        # 5. Timesteps: the schedule cut by the strength, as Riffusion's img2img cuts it.
-        steps = requests[0].num_inference_steps
-        timesteps = img2img_timesteps(scheduler, steps, batch[0].strength).to(device)
+        Generators are seeded afresh for each request, as Riffusion does.
+        """
+        import torch
+        from diffusers.utils.torch_utils import randn_tensor
 
-        # 6. Noise the init latents to the first timestep of the loop.
-        latents = scheduler.add_noise(init_latents_orig, noise, timesteps[:1].repeat(len(batch)))
+        device, dtype = self.device, self.dtype
+        shape = (1, *latent_shape)
+
+        def draw(seed: int) -> torch.Tensor:
+            return randn_tensor(shape, generator=self._generator(seed), device=device, dtype=dtype)
+
+        return torch.cat([slerp(draw(item.request.start_seed), draw(item.request.end_seed), item.request.alpha) for item in batch])
+
+    def _prepare_mask(self, batch: list[_Prepared]) -> torch.Tensor | None:
+        """Step 4: the ``(B, 4, H/8, W/8)`` latent masks (1 keeps the seed), cached; None without masks."""
+        import torch
+
+        if batch[0].mask_image is None:
+            return None
+        masks = [
+            self.mask_cache.get_or_create(item.request.mask_image, lambda: preprocess_mask(item.mask_image))
+            for item in batch
+        ]
+        return torch.cat(masks).to(device=self.device, dtype=self.dtype)
+
+    def _get_timesteps(self, batch: list[_Prepared]) -> torch.Tensor:
+        """Step 5: the timesteps img2img denoises at the batch's strength (see :func:`img2img_timesteps`)."""
+        steps = batch[0].request.num_inference_steps
+        return img2img_timesteps(self._model.scheduler, steps, batch[0].strength).to(self.device)
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        scales: list[float],
+        init_latents: torch.Tensor,
+        noise: torch.Tensor,
+        mask: torch.Tensor | None,
+        watch: _Stopwatch,
+        should_cancel: CancelCheck | None,
+    ) -> torch.Tensor:
+        """Step 7: the denoising loop; returns the final ``(B, 4, H/8, W/8)`` latents.
+
+        Args:
+            latents: the noised init latents (step 6).
+            timesteps: from step 5.
+            text_embeddings: from step 2 (twice the batch when guided).
+            scales: each request's guidance scale (guided when the embeddings are doubled).
+            init_latents, noise: for the mask blend: Riffusion blends with the seed noised to
+                the current timestep.
+            mask: the latent mask, or None.
+            watch: charged per UNet call when ``detailed_timings`` is on.
+            should_cancel: asked before every step.
+
+        Raises:
+            Cancelled: ``should_cancel`` returned True.
+        """
+        import torch
+
+        unet, scheduler = self._model.unet, self._model.scheduler
+        guided = text_embeddings.shape[0] == 2 * latents.shape[0]
         extra_step_kwargs = {"eta": 0.0} if "eta" in _step_parameters(scheduler) else {}
-        watch.lap("other")
-
-        # 7. Denoising loop with classifier-free guidance and the optional mask blend.
-        scales = [item.guidance_scale for item in batch]
         for t in timesteps:
             if should_cancel is not None and should_cancel():
                 raise Cancelled(f"riff cancelled at timestep {int(t)}")
@@ -384,28 +463,26 @@ class RiffEngine:
             if guided:
                 noise_pred = _guide(noise_pred, scales)
             latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs).prev_sample
-            if mask is not None:  # Riffusion blends with the seed noised to the current t
-                init_latents_proper = scheduler.add_noise(init_latents_orig, noise, t.reshape(1))
+            if mask is not None:
+                init_latents_proper = scheduler.add_noise(init_latents, noise, t.reshape(1))
                 latents = (init_latents_proper * mask) + (latents * (1 - mask))
             if self.detailed_timings:
                 watch.lap("other")
-        watch.lap("unet")
+        return latents
 
-        # 8. VAE decode (Riffusion multiplies by 1/scale) and 8-bit RGB pixels.
+    def _decode_latents(self, latents: torch.Tensor, watch: _Stopwatch) -> list[Image.Image]:
+        """Step 8: VAE decode (Riffusion multiplies by 1/scale) to one 8-bit RGB image per latent."""
+        import torch
+        from PIL import Image as PILImage
+
+        vae = self._model.vae
         decoded = vae.decode(1.0 / vae.config.scaling_factor * latents).sample
         decoded = (decoded / 2 + 0.5).clamp(0, 1)
         pixels = (decoded * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         watch.lap("vae_decode")
-
-        from PIL import Image as PILImage
-
         images = [PILImage.fromarray(array, mode="RGB") for array in pixels]
         watch.lap("other")
-        share = {stage: seconds / len(batch) for stage, seconds in watch.seconds.items()}
-        return [
-            RiffResult(request=r, image=image, latents=latents[i : i + 1], timings_seconds=dict(share))
-            for i, (r, image) in enumerate(zip(requests, images))
-        ]
+        return images
 
 
 def img2img_timesteps(scheduler: Any, num_inference_steps: int, strength: float) -> torch.Tensor:

@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
+from riffradio.core.defaults import DEFAULT_SEED_IMAGE
+from riffradio.core.knobs import KNOBS, check_number, check_text
 from riffradio.engine.loading import DTYPE_NAMES, SCHEDULER_NAMES, canonical_scheduler_name
 from riffradio.errors import RiffradioError
 from riffradio.playlist.model import (
-    DEFAULT_SEED_IMAGE,
     ControlConfig,
     HttpConfig,
     OscConfig,
@@ -32,7 +33,6 @@ from riffradio.playlist.model import (
     RiffSpec,
     StationSpec,
 )
-from riffradio.station.state import CROSSFADE_SECONDS_RANGE, KNOB_RANGES
 
 _ENV_PATTERN = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _RESOLVER = yaml.resolver.Resolver()
@@ -157,37 +157,34 @@ class _Reader:
         return result
 
     # -- typed fields --------------------------------------------------------------------------
-    def string(self, node: yaml.Node, name: str, allow_empty: bool = False) -> str | None:
+    def string(self, node: yaml.Node, name: str, allow_empty: bool = False, limit: str | None = None) -> str | None:
+        """A scalar's text as written; ``limit`` names its length limit in the text table."""
         value = self.scalar(node)
         expanded = isinstance(node, yaml.ScalarNode) and "${" in str(node.value)
         if value.text is None or (value.value is None and not expanded):
             self.error(node, f"{name} must be a string, got {_describe(value.value)}")
             return None
         text = value.text  # as written: 'prompt: 1999' and 'password: "0123"' stay what they say
-        if not allow_empty and not text.strip():
-            self.error(node, f"{name} must not be empty")
+        try:
+            return check_text(name, text, limit or "", allow_empty)
+        except ValueError as error:
+            self.error(node, str(error))
             return None
-        return text
 
     def number(
         self, node: yaml.Node, name: str, kind: type, low: float | None = None, high: float | None = None
     ) -> float | int | None:
-        value = self.scalar(node).value
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            wanted = "a whole number" if kind is int else "a number"
-            self.error(node, f"{name} must be {wanted}, got {_describe(value)}")
+        """A number checked by the one check (:func:`~riffradio.core.knobs.check_number`)."""
+        try:
+            return check_number(name, self.scalar(node).value, kind, low, high)
+        except ValueError as error:
+            self.error(node, str(error))
             return None
-        if not math.isfinite(float(value)):
-            self.error(node, f"{name} must be finite, got {value}")
-            return None
-        if kind is int and float(value) != int(value):
-            self.error(node, f"{name} must be a whole number, got {value}")
-            return None
-        value = kind(value)
-        if (low is not None and value < low) or (high is not None and value > high):
-            self.error(node, f"{name} must be between {_fmt(low, kind)} and {_fmt(high, kind)}, got {value}")
-            return None
-        return value
+
+    def knob(self, node: yaml.Node, name: str, knob: str) -> float | int | None:
+        """A number in the range of the knob table's row ``knob``."""
+        row = KNOBS[knob]
+        return self.number(node, name, row.kind, row.low, row.high)
 
     def boolean(self, node: yaml.Node, name: str) -> bool | None:
         value = self.scalar(node).value
@@ -210,12 +207,6 @@ class _Reader:
             self.error(node, f"{name} must be one of {', '.join(options)}, got '{text}'{hint}")
             return None
         return canonical(text.lower())
-
-
-def _fmt(bound: float | None, kind: type) -> str:
-    if bound is None:
-        return "-inf"
-    return str(int(bound)) if kind is int else f"{bound:g}"
 
 
 def _kind(node: yaml.Node) -> str:
@@ -269,19 +260,16 @@ class _PlaylistBuilder:
             return StationSpec()
         values: dict[str, Any] = {}
         readers: dict[str, Callable[[yaml.Node], Any]] = {
-            "name": lambda n: self.r.string(n, "station.name"),
+            "name": lambda n: self.r.string(n, "station.name", limit="title"),
             "model": lambda n: self.r.string(n, "station.model"),
             "device": lambda n: self.r.string(n, "station.device"),
             "dtype": lambda n: self.r.choice(n, "station.dtype", DTYPE_NAMES, DTYPE_NAMES.get),
             "scheduler": lambda n: self.r.choice(n, "station.scheduler", SCHEDULER_NAMES, canonical_scheduler_name),
             "compile": lambda n: self.r.boolean(n, "station.compile"),
-            "steps": lambda n: self.r.number(n, "station.steps", int, *KNOB_RANGES["steps"][1:]),
-            "crossfade_seconds": lambda n: self.r.number(
-                n, "station.crossfade_seconds", float, *CROSSFADE_SECONDS_RANGE
-            ),
-            "lookahead_clips": lambda n: self.r.number(n, "station.lookahead_clips", int, 1, 100),
-            "loudness_lufs": lambda n: self.r.number(n, "station.loudness_lufs", float, -70.0, 0.0),
-            "true_peak_dbtp": lambda n: self.r.number(n, "station.true_peak_dbtp", float, -20.0, 0.0),
+            **{
+                key: (lambda n, key=key: self.r.knob(n, f"station.{key}", key))
+                for key in ("steps", "crossfade_seconds", "lookahead_clips", "loudness_lufs", "true_peak_dbtp")
+            },
         }
         for key, (_, value_node) in fields.items():
             value = readers[key](value_node)
@@ -315,26 +303,16 @@ class _PlaylistBuilder:
             return None
         if "prompt" not in fields:
             self.r.error(node, f"{what} has no 'prompt'")
-        denoise_range = KNOB_RANGES["denoising"][1:]
-        guidance_range = KNOB_RANGES["guidance"][1:]
         values: dict[str, Any] = {}
         for key, (_, value_node) in fields.items():
             name = f"{what}: {key}"
             value: Any
             if key in ("prompt", "to"):
-                value = self.r.string(value_node, name)
+                value = self.r.string(value_node, name, limit="prompt")
             elif key in ("negative_prompt",):
-                value = self.r.string(value_node, name, allow_empty=True)
-            elif key in ("seed", "to_seed"):
-                value = self.r.number(value_node, name, int, 0, 2**63 - 1)
-            elif key == "clips":
-                value = self.r.number(value_node, name, int, *KNOB_RANGES["clips"][1:])
-            elif key == "steps":
-                value = self.r.number(value_node, name, int, *KNOB_RANGES["steps"][1:])
-            elif key in ("denoising", "to_denoising"):
-                value = self.r.number(value_node, name, float, *denoise_range)
-            elif key in ("guidance", "to_guidance"):
-                value = self.r.number(value_node, name, float, *guidance_range)
+                value = self.r.string(value_node, name, allow_empty=True, limit="negative_prompt")
+            elif key in ("seed", "to_seed", "clips", "steps", "denoising", "to_denoising", "guidance", "to_guidance"):
+                value = self.r.knob(value_node, name, key.removeprefix("to_"))
             elif key == "seed_image":
                 value = self.seed_image(value_node, name)
             else:  # mask_image
@@ -368,7 +346,7 @@ class _PlaylistBuilder:
         return self.image_reference(node, name)
 
     def image_reference(self, node: yaml.Node, name: str) -> str | None:
-        reference = self.r.string(node, name)
+        reference = self.r.string(node, name, limit="seed_image")
         if reference is None:
             return None
         if _looks_like_path(reference):
@@ -446,7 +424,7 @@ class _PlaylistBuilder:
             if host is not None:
                 values["host"] = host
         if "port" in fields:
-            port = self.r.number(fields["port"][1], f"{what}.port", int, 1, 65535)
+            port = self.r.knob(fields["port"][1], f"{what}.port", "port")
             if port is not None:
                 values["port"] = port
         values["line"], values["column"] = node.start_mark.line + 1, node.start_mark.column + 1

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "riffusion/riffusion-model-v1"
-DEFAULT_SEED_IMAGE = "og_beat"
+from riffradio.core.defaults import DEFAULT_MODEL, DEFAULT_SEED_IMAGE
+from riffradio.core.knobs import KNOBS
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,11 @@ class StationSpec:
     dtype: str | None = None
     scheduler: str | None = None
     compile: bool = False
-    steps: int = 50
-    crossfade_seconds: float = 0.5
-    lookahead_clips: int = 2
-    loudness_lufs: float = -14.0
-    true_peak_dbtp: float = -1.0
+    steps: int = KNOBS["steps"].default
+    crossfade_seconds: float = KNOBS["crossfade_seconds"].default
+    lookahead_clips: int = KNOBS["lookahead_clips"].default
+    loudness_lufs: float = KNOBS["loudness_lufs"].default
+    true_peak_dbtp: float = KNOBS["true_peak_dbtp"].default
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,13 @@ class RiffSpec:
     """
 
     prompt: str
-    seed: int = 42
+    seed: int = KNOBS["seed"].default
     to: str | None = None
     to_seed: int | None = None
-    clips: int = 4
-    denoising: float = 0.75
+    clips: int = KNOBS["clips"].default
+    denoising: float = KNOBS["denoising"].default
     to_denoising: float | None = None
-    guidance: float = 7.0
+    guidance: float = KNOBS["guidance"].default
     to_guidance: float | None = None
     steps: int | None = None
     seed_image: str = DEFAULT_SEED_IMAGE

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 
 class SinkError(Exception):

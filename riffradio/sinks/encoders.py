@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 OPUS_SAMPLE_RATE_HZ = 48_000  # libopus accepts 48/24/16/12/8 kHz only
 CACHE_BLOCKS = 512  # more than any fan-out queue (64 by default)

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 
 from riffradio.metrics import StationMetrics
 from riffradio.sinks.base import Sink, SinkStatus
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
 

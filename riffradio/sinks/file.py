@@ -27,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
+from riffradio.core.describe import describe_request
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink
-from riffradio.station.types import AudioBlock, NowPlaying
+from riffradio.core.types import AudioBlock, NowPlaying
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +63,14 @@ def cue_path_for(path: Path) -> Path:
 
 def cue_entry(now_playing: NowPlaying, time_seconds: float) -> dict[str, Any]:
     """One cue-sheet line: what became audible at ``time_seconds`` into the recording."""
-    request = now_playing.request
     entry: dict[str, Any] = {
         "time_seconds": round(time_seconds, 4),
         "clip_index": now_playing.clip_index,
         "title": now_playing.title,
         "fallback": now_playing.fallback,
     }
-    if request is not None:
-        entry.update(
-            prompt=request.start_prompt,
-            to_prompt=request.end_prompt,
-            seed=request.start_seed,
-            to_seed=request.end_seed,
-            alpha=round(request.alpha, 6),
-            denoising=request.start_denoising,
-            guidance=request.start_guidance,
-            steps=request.num_inference_steps,
-            seed_image=request.seed_image,
-        )
+    if now_playing.request is not None:
+        entry.update(describe_request(now_playing.request), title=now_playing.title)
     return entry
 
 

@@ -31,7 +31,7 @@ from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
 from riffradio.sinks.encoders import EncoderPool, EncoderSettings, EncodingOutput, OggChainFollower, SharedEncoder
 from riffradio.sinks.options import OutputOptions
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
 from riffradio.sinks.options import OutputOptions
 from riffradio.sinks.video import ScrollingSpectrogram, VideoSettings
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import numpy as np
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
 from riffradio.sinks.options import OutputOptions
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 ALTERNATIVES = "record with `type: file` or stream with `type: icecast` instead"
 #: PortAudio latency when the playlist names none: a second of buffer rides out a busy machine

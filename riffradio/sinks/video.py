@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from riffradio.station.types import NowPlaying
+from riffradio.core.types import NowPlaying
 
 RIFFUSION_IMAGE_SECONDS = 5.12  # a 512-pixel-wide Riffusion spectrogram image holds 5.12 s
 _FONT_CANDIDATES = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from riffradio.station.types import Clip, NowPlaying
+from riffradio.core.types import Clip, NowPlaying
 
 
 def crossfade_gains(

@@ -20,7 +20,7 @@ from riffradio.metrics import StationMetrics
 from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.loudness import TruePeakLimiter
 from riffradio.station.state import StationState
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The plan: a pure function of (playlist, station state, position) → the next clip request.
 
 Walking it from :data:`START` gives an endless, deterministic sequence of
-:class:`~riffradio.engine.request.RiffRequest`:
+:class:`~riffradio.core.types.RiffRequest`:
 
 * a riff with ``to`` moves alpha ``0, 1/clips, 2/clips, ...`` from ``prompt``/``seed`` to
   ``to``/``to_seed`` (the next riff starts where alpha reaches 1);
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from riffradio.engine.request import RiffRequest
+from riffradio.core.types import RiffRequest
 from riffradio.playlist.model import Playlist, RiffSpec
 from riffradio.station.state import StateSnapshot
 

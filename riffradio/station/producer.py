@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from riffradio.engine.request import RiffRequest
+from riffradio.core.types import Clip, RiffRequest
 from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import Playlist
@@ -29,7 +29,6 @@ from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.loudness import normalise_clip
 from riffradio.station.plan import START, PlanPosition, PlannedClip, plan_next
 from riffradio.station.state import StationState
-from riffradio.station.types import Clip
 
 log = logging.getLogger(__name__)
 

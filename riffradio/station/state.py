@@ -9,23 +9,12 @@ the producer drops clips planned under an older version that are not audible yet
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-# name -> (type, minimum, maximum); the playlist checker uses the same bounds.
-KNOB_RANGES: dict[str, tuple[type, float, float]] = {
-    "denoising": (float, 0.0, 1.0),
-    "guidance": (float, 0.0, 30.0),
-    "steps": (int, 1, 1000),
-    "clips": (int, 1, 10_000),
-}
-VOLUME_RANGE: tuple[float, float] = (0.0, 4.0)
-CROSSFADE_SECONDS_RANGE: tuple[float, float] = (0.0, 5.0)
-ALPHA_RANGE: tuple[float, float] = (0.0, 1.0)
-MAX_PROMPT_CHARACTERS = 1000
+from riffradio.core.knobs import RIFF_KNOBS, check_knob, check_number, check_text
 
 Listener = Callable[[str, Any], None]
 
@@ -75,30 +64,6 @@ class StateSnapshot:
     crossfade_seconds: float | None = None
 
 
-def _check_number(name: str, value: Any, kind: type, low: float, high: float) -> float | int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
-    if not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if kind is int:
-        if float(value) != int(value):
-            raise ValueError(f"{name} must be a whole number, got {value!r}")
-        value = int(value)
-    else:
-        value = float(value)
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-    return value
-
-
-def _check_prompt(name: str, prompt: Any) -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError(f"{name} must be a non-empty string")
-    if len(prompt) > MAX_PROMPT_CHARACTERS:
-        raise ValueError(f"{name} is {len(prompt)} characters long, at most {MAX_PROMPT_CHARACTERS} are allowed")
-    return prompt.strip()
-
-
 class StationState:
     """Thread-safe live state of one station. Setters validate, bump the version and notify."""
 
@@ -140,43 +105,40 @@ class StationState:
 
     def set_prompt(self, prompt: str) -> None:
         """Transition from what plays now to ``prompt``, then stay on it (walking seeds)."""
-        self._update("prompt", prompt, live_prompt=_check_prompt("prompt", prompt))
+        self._update("prompt", prompt, live_prompt=check_text("prompt", prompt).strip())
 
     def set_to_prompt(self, prompt: str) -> None:
         """A second prompt to blend with the live prompt at ``alpha``; ``""`` ends the blend."""
         if isinstance(prompt, str) and not prompt.strip():
             self._update("to_prompt", "", live_to_prompt=None)
             return
-        self._update("to_prompt", prompt, live_to_prompt=_check_prompt("to_prompt", prompt))
+        self._update("to_prompt", prompt, live_to_prompt=check_text("to_prompt", prompt, "prompt").strip())
 
     def set_alpha(self, alpha: float) -> None:
         """Where the blend of prompt and to_prompt sits: 0 = prompt, 1 = to_prompt."""
-        alpha = float(_check_number("alpha", alpha, float, *ALPHA_RANGE))
+        alpha = check_knob("alpha", alpha)
         self._update("alpha", alpha, live_alpha=alpha)
 
     def set_seed(self, seed: int) -> None:
-        seed = int(_check_number("seed", seed, int, 0, 2**63 - 1))
+        seed = check_knob("seed", seed)
         self._update("seed", seed, live_seed=seed)
 
     def set_knob(self, name: str, value: Any) -> None:
-        """Set one of ``denoising``, ``guidance``, ``steps``, ``clips`` (see :data:`KNOB_RANGES`)."""
-        if name not in KNOB_RANGES:
-            raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(sorted(KNOB_RANGES))}")
-        kind, low, high = KNOB_RANGES[name]
-        checked = _check_number(name, value, kind, low, high)
+        """Set one of ``denoising``, ``guidance``, ``steps``, ``clips`` (see :data:`~riffradio.core.knobs.KNOBS`)."""
+        if name not in RIFF_KNOBS:
+            raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(sorted(RIFF_KNOBS))}")
+        checked = check_knob(name, value)
         knobs = replace(self.snapshot().knobs, **{name: checked})
         self._update(name, checked, knobs=knobs)
 
     def set_seed_image(self, reference: str) -> None:
         """Seed image by bundled name, path or spec (validated by the producer when resolved)."""
-        if not isinstance(reference, str) or not reference.strip():
-            raise ValueError("seed_image must be a non-empty string")
+        check_text("seed_image", reference)
         knobs = replace(self.snapshot().knobs, seed_image=reference.strip())
         self._update("seed_image", reference, knobs=knobs)
 
     def set_negative_prompt(self, text: str) -> None:
-        if not isinstance(text, str):
-            raise ValueError("negative_prompt must be a string")
+        check_text("negative_prompt", text, allow_empty=True)
         knobs = replace(self.snapshot().knobs, negative_prompt=text)
         self._update("negative_prompt", text, knobs=knobs)
 
@@ -186,7 +148,7 @@ class StationState:
         self.goto_riff((snap.riff_index + 1) % self._riff_count)
 
     def goto_riff(self, index: int) -> None:
-        index = int(_check_number("riff index", index, int, 0, self._riff_count - 1))
+        index = check_number("riff index", index, int, 0, self._riff_count - 1)
         snap = self.snapshot()
         self._update(
             "goto",
@@ -206,11 +168,11 @@ class StationState:
         self._update("hold", bool(hold), hold=bool(hold))
 
     def set_volume(self, volume: float) -> None:
-        volume = float(_check_number("volume", volume, float, *VOLUME_RANGE))
+        volume = check_knob("volume", volume)
         self._update("volume", volume, replans=False, volume=volume)
 
     def set_crossfade_seconds(self, seconds: float) -> None:
-        seconds = float(_check_number("crossfade", seconds, float, *CROSSFADE_SECONDS_RANGE))
+        seconds = check_knob("crossfade_seconds", seconds, "crossfade")
         self._update("crossfade", seconds, replans=False, crossfade_seconds=seconds)
 
     def set_riff_count(self, count: int) -> None:

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from riffradio.engine.request import RiffRequest
+from riffradio.core.defaults import SAMPLE_RATE_HZ
+from riffradio.core.describe import describe_request
 from riffradio.errors import RiffradioError
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.loader import check_playlist
@@ -26,29 +27,11 @@ from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.consumer import DEFAULT_BLOCK_FRAMES, BlockListener, Consumer
 from riffradio.station.producer import Engine, Producer, Vocoder, run_in_daemon_thread
 from riffradio.station.state import StationState
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 44100
 CHANNELS = 2
-
-
-def describe_request(request: RiffRequest, clip_index: int) -> dict[str, Any]:
-    """A request as JSON-able data for the now-playing API and OSC state replies."""
-    return {
-        "title": request.title,
-        "prompt": request.start_prompt,
-        "to_prompt": request.end_prompt,
-        "seed": request.start_seed,
-        "to_seed": request.end_seed,
-        "alpha": request.alpha,
-        "denoising": request.start_denoising,
-        "guidance": request.start_guidance,
-        "steps": request.num_inference_steps,
-        "seed_image": request.seed_image,
-        "clip_index": clip_index,
-    }
 
 
 def _raise_producer_error(task: asyncio.Task[None]) -> None:
@@ -172,7 +155,7 @@ class Station:
         snapshot = self.state.snapshot()
         current = None
         if now is not None and now.request is not None:
-            current = describe_request(now.request, now.clip_index)
+            current = describe_request(now.request) | {"clip_index": now.clip_index}
             current.update(
                 elapsed_seconds=round(now.offset_seconds, 3),
                 duration_seconds=round(now.duration_seconds, 3),
@@ -180,11 +163,11 @@ class Station:
             )
         upcoming = None
         if pending:
-            upcoming = describe_request(pending[0].request, pending[0].index)
+            upcoming = describe_request(pending[0].request) | {"clip_index": pending[0].index}
             upcoming["generation_seconds"] = round(pending[0].generation_seconds, 3)
             upcoming["duration_seconds"] = round(pending[0].duration_seconds, 3)
         elif producer is not None and producer.generating is not None:
-            upcoming = describe_request(producer.generating.request, producer.generating.index)
+            upcoming = describe_request(producer.generating.request) | {"clip_index": producer.generating.index}
             upcoming["generating"] = True
         return {
             "station": self.playlist.station.name,
