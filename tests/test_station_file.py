@@ -156,10 +156,9 @@ _EXHAUSTION_SCRIPT = """
 import json, logging, os, resource, sys, time
 from pathlib import Path
 import numpy as np
-from riffradio.engine.request import RiffRequest
+from riffradio.core.types import AudioBlock, NowPlaying, RiffRequest
 from riffradio.sinks.fanout import Fanout
 from riffradio.sinks.file import FileSink, cue_path_for
-from riffradio.station.types import AudioBlock, NowPlaying
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 directory = sys.argv[1]
 clock = [1_800_000_000.0]  # rotation on a clock the drill moves: one period = 10 blocks

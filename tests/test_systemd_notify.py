@@ -132,7 +132,7 @@ def test_status_follows_the_title_on_air(manager: ManagerSocket) -> None:
     import numpy as np
 
     from riffradio.control.systemd import StatusReporter
-    from riffradio.station.types import AudioBlock, NowPlaying
+    from riffradio.core.types import AudioBlock, NowPlaying
 
     reporter = StatusReporter(Notifier({"NOTIFY_SOCKET": manager.address}), lambda: "Drill FM")
 
