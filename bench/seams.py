@@ -57,7 +57,7 @@ from riffradio.spectrogram.params import SpectrogramParams  # noqa: E402
 from riffradio.spectrogram.vocoder import VocodedClip, Vocoder  # noqa: E402
 from riffradio.station.buffer import CrossfadeBuffer  # noqa: E402
 from riffradio.station.loudness import normalise_clip  # noqa: E402
-from riffradio.station.types import Clip  # noqa: E402
+from riffradio.core.types import Clip  # noqa: E402
 from tests.music import music_excerpt  # noqa: E402
 
 PARAMS = SpectrogramParams()

@@ -26,7 +26,7 @@ from riffradio.metrics import StationMetrics
 from riffradio.sinks.base import SinkStatus
 from riffradio.sinks.http import HttpStreamSink, IcyInterleaver, icy_metadata_block
 from riffradio.station.state import StationState
-from riffradio.station.types import AudioBlock, NowPlaying
+from riffradio.core.types import AudioBlock, NowPlaying
 
 TOKEN = "s3cret-edit-token"
 TITLE = "jazzy lofi hip hop → church bells on sunday"

@@ -47,7 +47,7 @@ from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import HttpConfig  # the playlist's control.http section
 from riffradio.sinks.base import SinkError, SinkStatus
 from riffradio.station.state import StateSnapshot, StationState
-from riffradio.station.types import AudioBlock
+from riffradio.core.types import AudioBlock
 
 if TYPE_CHECKING:
     from PIL import Image
