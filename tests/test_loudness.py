@@ -9,6 +9,7 @@ from scipy.signal import resample_poly
 
 from riffradio.station.loudness import (
     MAX_GAIN_DB,
+    MAX_LIMITER_MAKEUP_DB,
     TruePeakLimiter,
     db_to_gain,
     integrated_loudness_lufs,
@@ -86,3 +87,60 @@ def test_limiter_passes_quiet_audio_unchanged_and_block_size_does_not_matter() -
     out_b = np.concatenate([b.process(loud[:, i : i + 333]) for i in range(0, loud.shape[1], 333)], axis=1)
     # block edges change the 4x estimate a little at the edges only; the gain is continuous
     assert np.abs(out_a - out_b).max() < 0.05
+
+
+def _peaky(seconds: float, seed: int, level: float = 0.05, clicks: int = 40) -> np.ndarray:
+    """Noise with sparse loud clicks: peaks ~20 dB over the loudness, like vocoded clips."""
+    rng = np.random.default_rng(seed)
+    audio = rng.normal(0, level, (1, int(seconds * RATE)))
+    clicks = rng.choice(audio.shape[1], clicks, replace=False)
+    audio[0, clicks] = rng.choice([-0.9, 0.9], clicks.size)
+    return np.repeat(audio, 2, axis=0).astype(np.float32)  # a mono clip as played in stereo
+
+
+def _limited(audio: np.ndarray, ceiling_dbtp: float = -1.0) -> np.ndarray:
+    """``audio`` through the station's limiter in 2048-frame blocks, the delay taken off."""
+    limiter = TruePeakLimiter(audio.shape[0], RATE, ceiling_dbtp)
+    delay = limiter.lookahead + limiter.future
+    padded = np.concatenate([audio, np.zeros((audio.shape[0], delay), np.float32)], axis=1)
+    out = np.concatenate([limiter.process(padded[:, i : i + 2048]) for i in range(0, padded.shape[1], 2048)], axis=1)
+    return out[:, delay:]
+
+
+def test_the_gain_is_chosen_for_the_clip_as_the_limiter_plays_it() -> None:
+    meter = pyloudnorm.Meter(RATE)
+    audio = _peaky(5.12, 6)
+    plain = normalise_clip(audio, RATE, -14.0)
+    aware = normalise_clip(audio, RATE, -14.0, ceiling_dbtp=-1.0)
+    plain_played = meter.integrated_loudness(_limited(plain.audio).T.astype(np.float64))
+    aware_played = meter.integrated_loudness(_limited(aware.audio).T.astype(np.float64))
+    assert plain_played < -15.0  # the limiter takes the clicks' loudness off: the target is missed
+    assert aware_played == pytest.approx(-14.0, abs=0.3)
+    assert aware.gain_db > plain.gain_db and aware.loudness_lufs == plain.loudness_lufs
+    assert _independent_true_peak_db(_limited(aware.audio)) <= -1.0 + 0.1
+    # where the clicks are the loudness, limiting is bounded: at most MAX_LIMITER_MAKEUP_DB more gain
+    clicky = _peaky(5.12, 6, level=0.02, clicks=200)
+    capped = normalise_clip(clicky, RATE, -14.0, ceiling_dbtp=-1.0).gain_db
+    assert capped == pytest.approx(normalise_clip(clicky, RATE, -14.0).gain_db + MAX_LIMITER_MAKEUP_DB)
+    # a clip the limiter leaves alone gets the plain gain, and silence still keeps the old one
+    quiet = _music_like(5.12, 0.05, 7)
+    assert normalise_clip(quiet, RATE, -20.0, ceiling_dbtp=-1.0).gain_db == normalise_clip(quiet, RATE, -20.0).gain_db
+    silent = normalise_clip(np.zeros((2, RATE), np.float32), RATE, -14.0, previous_gain_db=3.0, ceiling_dbtp=-1.0)
+    assert silent.gain_db == 3.0
+
+
+def test_the_limiter_release_is_the_attack_release_recursion() -> None:
+    """The vectorised release against the per-sample recursion it replaces, across blocks."""
+    rng = np.random.default_rng(8)
+    targets = np.ones(100_000)
+    hits = rng.choice(targets.size, 300, replace=False)
+    targets[hits] = rng.uniform(0.2, 1.0, hits.size)
+    limiter = TruePeakLimiter(2, RATE, release_seconds=0.05)
+    vectorised = np.concatenate([limiter._apply_release(targets[i : i + 3000]) for i in range(0, targets.size, 3000)])
+    expected, gain = np.empty_like(targets), 1.0
+    release = 1.0 - np.exp(-1.0 / (0.05 * RATE))
+    for index, target in enumerate(targets):
+        gain = min(target, gain + (1.0 - gain) * release)
+        expected[index] = gain
+    np.testing.assert_allclose(vectorised, expected, atol=1e-12)
+    assert limiter.gain == pytest.approx(gain, abs=1e-12)

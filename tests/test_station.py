@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyloudnorm
 import pytest
 import soundfile
 
@@ -78,10 +79,14 @@ def test_render_30_seconds_matches_the_plan_and_the_cue_sheet(tmp_path: Path, ti
     assert not (tmp_path / "unused.flac").exists()  # render writes only -o
 
     audio, rate = soundfile.read(out)
+    playlist_loudness_lufs = load_playlist(playlist_path).station.loudness_lufs
     assert rate == SAMPLE_RATE_HZ and audio.shape[1] == 2
     assert abs(len(audio) / rate - 30.0) <= BLOCK_SECONDS
     assert _rms_windows(audio).min() > 1e-3  # never silent
     assert 20 * np.log10(np.abs(audio).max()) <= -0.9  # the true-peak limiter's ceiling (sample peak)
+    # the loudness target holds for what is played: both channels (tests/test_loudness_render.py
+    # measures recorded music with ffmpeg too)
+    assert abs(pyloudnorm.Meter(rate).integrated_loudness(audio) - playlist_loudness_lufs) <= 1.0
 
     cue = _cue(out.with_suffix(".cue.jsonl"))
     playlist = load_playlist(playlist_path)

@@ -56,6 +56,21 @@ def fade_correlation(outgoing: np.ndarray, incoming: np.ndarray) -> float:
     return min(max(float(np.sum(outgoing.astype(np.float64) * incoming)) / math.sqrt(energy), 0.0), 1.0)
 
 
+def match_channels(audio: np.ndarray, channels: int) -> np.ndarray:
+    """``audio`` (channels', frames) or (frames,) as float32 (channels, frames): the layout that is played.
+
+    Same count: unchanged. Otherwise the channels are averaged and the average copied to each
+    output channel (a mono clip plays at full level in both speakers). Loudness is measured after
+    this, on what is heard: two copies of a channel are 3 dB louder (BS.1770 sums channel powers).
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 1:
+        audio = audio[None, :]
+    if audio.shape[0] == channels:
+        return audio
+    return np.repeat(audio.mean(axis=0, keepdims=True), channels, axis=0)
+
+
 def crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
     """Constant-power crossfade of two equally long (channels, frames) arrays, for their correlation."""
     gains_out, gains_in = crossfade_gains(outgoing.shape[-1], correlation=fade_correlation(outgoing, incoming))
@@ -127,13 +142,9 @@ class CrossfadeBuffer:
         A clip of a newer state version replaces every queued clip of an older one (and then cuts
         in at once); a clip older than one already queued is itself dropped.
         """
-        audio = clip.audio
-        if audio.ndim == 1:
-            audio = audio[None, :]
-        if audio.shape[0] != self.channels:
-            audio = np.repeat(audio.mean(axis=0, keepdims=True), self.channels, axis=0)
+        audio = match_channels(clip.audio, self.channels)
         if audio is not clip.audio:
-            clip = replace(clip, audio=audio.astype(np.float32))
+            clip = replace(clip, audio=audio)
         with self._lock:
             newest = max((queued.state_version for queued in self._queue), default=None)
             if newest is not None and clip.state_version < newest:

@@ -6,6 +6,13 @@ by default, what streaming services play at); the gain glides from the previous 
 new one over ``ramp_seconds`` so it never steps. The station's output then goes through a
 look-ahead limiter that keeps the true peak under −1 dBTP. It measures with 8× oversampling rather
 than the 4× of BS.1770 annex 2, which under-reads broadband material by up to ~0.5 dB.
+
+What is measured is what is played: the clip in the output's channel layout (a mono clip copied
+to two channels is 3 dB louder, BS.1770 sums channel powers) and after the limiter. Vocoded clips
+have peaks 16–23 dB above their loudness, more than the 13 dB that −14 LUFS under −1 dBTP leaves,
+so the limiter takes up to 2.5 LU off a clip normalised without it. Given the ceiling,
+:func:`normalise_clip` searches the gain at which the clip *after the limiter* meets the target
+(at most ``MAX_LIMITER_MAKEUP_DB`` more than the plain normalising gain).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ DEFAULT_TARGET_LUFS = -14.0
 DEFAULT_CEILING_DBTP = -1.0
 SILENCE_LUFS = -70.0  # BS.1770's absolute gate: below this a clip is "silent" and keeps the old gain
 MAX_GAIN_DB = 24.0  # never lift near-silence into loud noise
+MAX_LIMITER_MAKEUP_DB = 6.0  # gain beyond the plain normalising gain to win back what the limiter takes
+LIMITED_TOLERANCE_LU = 0.1  # the limiter-aware gain search stops this close to the target
 
 
 def db_to_gain(db: float) -> float:
@@ -73,21 +82,74 @@ def normalise_clip(
     target_lufs: float = DEFAULT_TARGET_LUFS,
     previous_gain_db: float | None = None,
     ramp_seconds: float = 1.0,
+    ceiling_dbtp: float | None = None,
 ) -> NormalisedClip:
     """Bring one clip to ``target_lufs``; the gain glides from ``previous_gain_db`` over ``ramp_seconds``.
 
     Args:
-        audio: float32 (channels, samples).
+        audio: float32 (channels, samples), in the channel layout that is played.
         sample_rate_hz: its sample rate.
         target_lufs: integrated loudness to reach.
         previous_gain_db: the gain the clip before got (None for the first clip: no glide).
         ramp_seconds: how long the glide from the old gain to the new one lasts.
+        ceiling_dbtp: the true-peak ceiling of the :class:`TruePeakLimiter` the clip is played
+            through; given, the gain is the one at which the *limited* clip meets the target.
+            None: the clip's own loudness is brought to the target (the limiter may take some off).
     """
     loudness = integrated_loudness_lufs(audio, sample_rate_hz)
     gain_db = normalising_gain_db(loudness, target_lufs, previous_gain_db)
+    if ceiling_dbtp is not None and math.isfinite(loudness) and loudness >= SILENCE_LUFS:
+        gain_db = limiter_aware_gain_db(audio, sample_rate_hz, target_lufs, gain_db, ceiling_dbtp)
     start_db = gain_db if previous_gain_db is None else previous_gain_db
     gains = gain_ramp(audio.shape[-1], start_db, gain_db, int(ramp_seconds * sample_rate_hz))
     return NormalisedClip((audio * gains[None, :]).astype(np.float32), loudness, gain_db)
+
+
+def limited_loudness_lufs(
+    audio: np.ndarray, sample_rate_hz: int, gain_db: float, ceiling_dbtp: float, peaks: np.ndarray | None = None
+) -> float:
+    """Integrated loudness of ``audio`` (channels, samples) at ``gain_db`` after a fresh :class:`TruePeakLimiter`.
+
+    ``peaks``: :func:`true_peak_per_frame` of ``audio`` at the limiter's oversampling (computed if
+    None); they scale with the gain, so a gain search measures them once.
+    """
+    limiter = TruePeakLimiter(audio.shape[0], sample_rate_hz, ceiling_dbtp)
+    if peaks is None:
+        peaks = true_peak_per_frame(audio, limiter.oversample)
+    gain = db_to_gain(gain_db)
+    required = np.minimum(1.0, limiter.ceiling / np.maximum(gain * peaks, 1e-12))
+    # the limiter's gains come `lookahead` frames late: flush it with frames that need nothing
+    gains = limiter.gains_for(np.concatenate([required, np.ones(limiter.lookahead)]))[limiter.lookahead :]
+    return integrated_loudness_lufs(audio * (gain * gains)[None, :].astype(np.float32), sample_rate_hz)
+
+
+def limiter_aware_gain_db(
+    audio: np.ndarray, sample_rate_hz: int, target_lufs: float, gain_db: float, ceiling_dbtp: float
+) -> float:
+    """The gain (dB) at which ``audio`` played through the limiter measures ``target_lufs``.
+
+    Starts from ``gain_db`` (the plain normalising gain) and, if the limiter takes loudness off
+    there, searches upwards by the secant method (loudness after the limiter rises with the gain,
+    ever more slowly), capped at ``gain_db + MAX_LIMITER_MAKEUP_DB`` and ``MAX_GAIN_DB``.
+    """
+    limiter_oversample = TruePeakLimiter(1, sample_rate_hz).oversample
+    peaks = true_peak_per_frame(audio, limiter_oversample)
+    if db_to_gain(gain_db) * float(peaks.max()) <= db_to_gain(ceiling_dbtp - 0.05):
+        return gain_db  # the limiter will not touch it
+    cap_db = min(MAX_GAIN_DB, gain_db + MAX_LIMITER_MAKEUP_DB)
+    tried_db, tried_lufs = gain_db, limited_loudness_lufs(audio, sample_rate_hz, gain_db, ceiling_dbtp, peaks)
+    candidate_db, slope = gain_db, 1.0
+    for _ in range(5):
+        shortfall = target_lufs - tried_lufs
+        if abs(shortfall) <= LIMITED_TOLERANCE_LU or (shortfall > 0 and tried_db >= cap_db):
+            break
+        candidate_db = min(cap_db, tried_db + shortfall / slope)
+        lufs = limited_loudness_lufs(audio, sample_rate_hz, candidate_db, ceiling_dbtp, peaks)
+        if candidate_db != tried_db:
+            # the slope is between 0 (all limited) and 1 (nothing limited); keep the step finite
+            slope = min(1.0, max(0.05, (lufs - tried_lufs) / (candidate_db - tried_db)))
+        tried_db, tried_lufs = candidate_db, lufs
+    return float(tried_db)
 
 
 def true_peak_per_frame(audio: np.ndarray, oversample: int = 4) -> np.ndarray:
@@ -148,8 +210,6 @@ class TruePeakLimiter:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """Limit one block (channels, frames); returns as many frames, ``lookahead + future`` frames late."""
-        from numpy.lib.stride_tricks import sliding_window_view
-
         block = np.asarray(block, dtype=np.float32)
         frames = block.shape[-1]
         if frames == 0:
@@ -161,30 +221,56 @@ class TruePeakLimiter:
         self._raw = raw[:, -(self.context + self.future) :]
         required = np.minimum(1.0, self.ceiling / np.maximum(peaks, 1e-12)).astype(np.float32)
         signal = np.concatenate([self._pending, block], axis=1)
-        needed = np.concatenate([self._pending_required, required])
-        # Frame k may be played at most at the smallest gain any of the next `lookahead` frames needs...
-        window_min = sliding_window_view(needed, self.lookahead)[:frames].min(axis=1)
+        gains = self.gains_for(required)
+        self._pending = signal[:, frames:]
+        return (signal[:, :frames] * gains[None, :].astype(np.float32)).astype(np.float32)
+
+    def gains_for(self, required: np.ndarray) -> np.ndarray:
+        """Gains (frames,) of the frames leaving the look-ahead, given what each arriving frame needs.
+
+        ``required`` (frames,): the largest gain each new frame may be played at (``ceiling /
+        true peak``, at most 1). The gains returned are for the frames ``lookahead`` frames
+        earlier (the delay). Advances the limiter's state, as :meth:`process` does.
+        """
+        from scipy.ndimage import minimum_filter1d
+
+        frames = required.shape[-1]
+        lookahead = self.lookahead
+        needed = np.concatenate([self._pending_required, np.asarray(required, dtype=np.float32)])
+        # Frame k may be played at most at the smallest gain any of the next `lookahead` frames
+        # needs (a centred filter of that width, read `lookahead // 2` frames on)...
+        window_min = minimum_filter1d(needed, lookahead)[lookahead // 2 : lookahead // 2 + frames]
         # ...and the average over the look-ahead makes that a ramp instead of a step.
         smoothed_input = np.concatenate([self._history, window_min])
-        gains = sliding_window_view(smoothed_input, self.lookahead).mean(axis=1)[:frames]
+        sums = np.concatenate([[0.0], np.cumsum(smoothed_input, dtype=np.float64)])
+        gains = (sums[lookahead : lookahead + frames] - sums[:frames]) / lookahead
         # float sums of ones are not always exactly one: below 1e-6 there is nothing to limit
         gains = np.where(gains > 1.0 - 1e-6, 1.0, gains)
         gains = self._apply_release(gains.astype(np.float64))
-        out = signal[:, :frames] * gains[None, :].astype(np.float32)
-        self._pending = signal[:, frames:]
         self._pending_required = needed[frames:]
         self._history = smoothed_input[-(self.lookahead - 1) :] if self.lookahead > 1 else self._history
-        return out.astype(np.float32)
+        return gains
 
     def _apply_release(self, targets: np.ndarray) -> np.ndarray:
-        """Instant attack to ``targets``, exponential recovery towards 1 (only loops while limiting)."""
+        """Instant attack to ``targets``, exponential recovery towards 1.
+
+        The recursion ``g[n] = min(t[n], g[n-1] + (1 - g[n-1]) r)`` is, for the reduction
+        ``d = 1 - g``, ``d[n] = max(1 - t[n], q d[n-1])`` with ``q = 1 - r``: a running maximum of
+        ``(1 - t[k]) q^(n-k)``, computed in logs without a loop over samples.
+        """
         if self._gain >= 1.0 and targets.min() >= 1.0:
             return targets
-        gains = np.empty_like(targets)
-        gain = self._gain
-        release = self.release
-        for index, target in enumerate(targets):
-            gain = min(target, gain + (1.0 - gain) * release)
-            gains[index] = gain
-        self._gain = gain
+        # in chunks: q^-n must stay far from float64's range (q^-65536 is about e^10 at 0.15 s)
+        return np.concatenate([self._release_chunk(targets[at : at + 65536]) for at in range(0, targets.shape[-1], 65536)])
+
+    def _release_chunk(self, targets: np.ndarray) -> np.ndarray:
+        log_q = math.log1p(-self.release)
+        steps = np.arange(targets.shape[-1], dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            log_reduction = np.log(np.maximum(1.0 - targets, 0.0)) - steps * log_q
+            start = math.log(1.0 - self._gain) + log_q if self._gain < 1.0 else -math.inf
+        log_reduction = np.maximum(np.maximum.accumulate(log_reduction), start)
+        gains = 1.0 - np.exp(log_reduction + steps * log_q)
+        gains = np.minimum(gains, targets)  # exp/log rounding must never lift a gain above its target
+        self._gain = float(gains[-1])
         return gains

@@ -25,7 +25,7 @@ from riffradio.core.types import Clip, RiffRequest
 from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import Playlist
-from riffradio.station.buffer import CrossfadeBuffer
+from riffradio.station.buffer import CrossfadeBuffer, match_channels
 from riffradio.station.loudness import normalise_clip
 from riffradio.station.plan import START, PlanPosition, PlannedClip, plan_next
 from riffradio.station.state import StationState
@@ -94,7 +94,9 @@ class Producer:
         sample_rate_hz: the vocoder's output rate.
         metrics: the station's Prometheus series.
         lookahead_clips: clips queued ahead of the one playing before the producer waits.
-        loudness_lufs: loudness target of every clip (BS.1770).
+        loudness_lufs: loudness target of every clip (BS.1770), as played: in ``buffer``'s
+            channels and after the output's true-peak limiter.
+        true_peak_dbtp: the ceiling of that limiter (None: normalise without regard to it).
         keep_images: keep each clip's spectrogram image (for a video output).
         stop_on_error: raise the first generation error (offline render) instead of logging it
             and retrying while the buffer keeps playing (live).
@@ -117,6 +119,7 @@ class Producer:
         metrics: StationMetrics,
         lookahead_clips: int = 2,
         loudness_lufs: float = -14.0,
+        true_peak_dbtp: float | None = None,
         keep_images: bool = True,
         stop_on_error: bool = False,
         settle_seconds: float = DEFAULT_SETTLE_SECONDS,
@@ -131,6 +134,7 @@ class Producer:
         self.metrics = metrics
         self.lookahead_clips = lookahead_clips
         self.loudness_lufs = loudness_lufs
+        self.true_peak_dbtp = true_peak_dbtp
         self.keep_images = keep_images
         self.stop_on_error = stop_on_error
         self.settle_seconds = settle_seconds
@@ -274,10 +278,12 @@ class Producer:
 
         should_cancel = None if committed else state_changed
         result = self.engine.riff(planned.request, should_cancel=should_cancel)
-        audio = np.asarray(self.vocoder.image_to_audio(result.image, should_cancel=should_cancel), dtype=np.float32)
-        if audio.ndim == 1:
-            audio = audio[None, :]
-        normalised = normalise_clip(audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db)
+        audio = self.vocoder.image_to_audio(result.image, should_cancel=should_cancel)
+        # Normalised as played: a mono clip copied to two channels measures 3 dB louder (BS.1770).
+        audio = match_channels(audio, self.buffer.channels)
+        normalised = normalise_clip(
+            audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db, ceiling_dbtp=self.true_peak_dbtp
+        )
         seconds = time.perf_counter() - started
         clip = Clip(
             index=planned.index,

@@ -324,7 +324,7 @@ class Station:
             self.producer = Producer(
                 self.playlist, self.state, self.engine, self.vocoder, self.buffer, SAMPLE_RATE_HZ, self.metrics,
                 lookahead_clips=station.lookahead_clips, loudness_lufs=station.loudness_lufs,
-                stop_on_error=not self.realtime,
+                true_peak_dbtp=station.true_peak_dbtp, stop_on_error=not self.realtime,
             )  # fmt: skip
             producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
             self.consumer = Consumer(
