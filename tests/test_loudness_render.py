@@ -23,7 +23,7 @@ import pyloudnorm
 import pytest
 import soundfile
 
-from riffradio.engine.request import RiffRequest, RiffResult
+from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.playlist import load_playlist
 from riffradio.spectrogram.image import audio_to_image
 from riffradio.station.station import SAMPLE_RATE_HZ, Station
