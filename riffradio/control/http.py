@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 IDLE_TIMEOUT_SECONDS = 15.0  # a connection without a request in progress is closed after this
 MAX_BODY_BYTES = 16 * 1024
 MAX_HEADER_LINE_BYTES = 8190
+MAX_HEADERS = 128
 API_BURST = 60  # API requests a client may make at once …
 API_PER_SECOND = 20.0  # … and then per second
 MAX_WEBSOCKETS = 64
@@ -401,7 +402,7 @@ class HttpServer:
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_CLIPS)
         self.clips: collections.deque[dict[str, Any]] = collections.deque(maxlen=HISTORY_CLIPS + 2)
         self._art: collections.OrderedDict[int, bytes] = collections.OrderedDict()
-        self._clip_on_air: int | None = None
+        self._clip_on_air: tuple[int, float] | None = None  # (clip index, offset) of the last block
         self._sockets: set[web.WebSocketResponse] = set()
         self._listener_starts: collections.OrderedDict[str, StreamStart] = collections.OrderedDict()
         self._streams = {stream.path: stream for stream in views.streams}
@@ -497,6 +498,8 @@ class HttpServer:
     # -- middleware -------------------------------------------------------------------------------
     @web.middleware
     async def _limits(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if len(request.headers) > MAX_HEADERS:
+            return _text(431, f"more than {MAX_HEADERS} header lines")
         if request.path.startswith("/api/") or request.path == "/metrics":
             client = request.remote or "?"
             if not self.buckets.allow(client):
@@ -721,9 +724,13 @@ class HttpServer:
     # -- clips as they are heard (the audio clock's thread → the loop) ------------------------
     def _on_block(self, block: AudioBlock) -> None:
         now = block.now_playing
-        if now.clip_index == self._clip_on_air or self._closed or self._loop is None:
+        if self._closed or self._loop is None:
             return
-        self._clip_on_air = now.clip_index
+        # A new clip, or the same clip again from its start (the fallback when the next is late)
+        last_index, last_offset = self._clip_on_air or (None, 0.0)
+        self._clip_on_air = (now.clip_index, now.offset_seconds)
+        if now.clip_index == last_index and now.offset_seconds >= last_offset:
+            return
         clip = {
             "clip_index": now.clip_index,
             "title": now.title,
@@ -739,6 +746,7 @@ class HttpServer:
             pass
 
     def _on_clip(self, clip: dict[str, Any], image: Image.Image | None) -> None:
+        # the history lists clips, not their repeats; the timeline (self.clips) has every start
         if self.clips and self.clips[-1]["clip_index"] != clip["clip_index"]:
             previous = self.clips[-1]
             if not self.history or self.history[0]["clip_index"] != previous["clip_index"]:

@@ -69,7 +69,14 @@ function minutes(seconds) {
 
 // -- clips and their images ------------------------------------------------------------------
 function addClip(clip) {
-  if (studio.clips.some((known) => known.clip_index === clip.clip_index)) return;
+  // one entry per start: a clip repeated (the fallback while the next one is late) starts again
+  if (studio.clips.some((known) => known.clip_index === clip.clip_index && known.start_seconds === clip.start_seconds)) return;
+  const image = studio.clips.find((known) => known.clip_index === clip.clip_index);
+  if (image && image.image) {
+    studio.clips.push(Object.assign(clip, { image: image.image }));
+    studio.clips.sort((a, b) => a.start_seconds - b.start_seconds);
+    return;
+  }
   if (clip.art) {
     clip.image = new Image();
     clip.image.src = clip.art;
@@ -165,6 +172,7 @@ function showNowplaying(document) {
   }
   $("#play").disabled = !studio.streamPath;
   showHistory(document.song_history || []);
+  showState(studio.state); // values the state leaves to the playlist follow the clip on air
 }
 
 let historyKey = "";
@@ -275,20 +283,36 @@ function control(name) {
   return document.querySelector(`#controls [name="${name}"]`);
 }
 
+function onAir(name) {
+  // what the clip on air was made with: shown where the state leaves a value to the playlist
+  const document = studio.nowplaying;
+  if (!document) return null;
+  if (name === "denoising" || name === "guidance") return (document.knobs || {})[name];
+  if (name === "alpha" && document.to_prompt === null) return null;
+  return document[name] === undefined ? null : document[name];
+}
+
 function showState(state) {
   studio.state = state;
   for (const [name, value] of Object.entries(state)) {
     const element = control(name);
     if (!element || element === document.activeElement || pending.has(name)) continue;
+    const unset = value === null || value === undefined;
+    const shown = unset ? onAir(name) : value;
     if (name === "goto") {
       element.value = String(value);
     } else if (element.type === "range") {
-      if (value !== null && value !== undefined) element.value = value;
+      if (shown !== null && shown !== undefined) element.value = shown;
     } else if (element.type !== "button") {
-      element.value = value === null || value === undefined ? "" : value;
+      element.value = unset ? "" : value;
+      if (name === "seed" || name === "seed_image") element.placeholder = shown === null || shown === undefined ? "" : `${shown} (playlist)`;
     }
     const output = document.querySelector(`output[data-for="${name}"]`);
-    if (output) output.textContent = value === null || value === undefined ? "–" : Number(value).toFixed(2);
+    if (output) {
+      output.textContent = shown === null || shown === undefined ? "–" : Number(shown).toFixed(2);
+      output.classList.toggle("playlist", unset);
+      output.title = unset ? "as the playlist says" : "set live";
+    }
   }
   if (state.volume !== undefined) document.querySelector('output[data-for="volume"]').textContent = Number(state.volume).toFixed(2);
   $("#tempo-control").hidden = !("tempo" in state);
@@ -331,6 +355,7 @@ function wireControls() {
     showSteering();
   });
   $("#play").addEventListener("click", play);
+  $("#play").textContent = "▶";
   $("#local-volume").addEventListener("input", (event) => ($("#audio").volume = Number(event.target.value)));
   const audio = $("#audio");
   audio.addEventListener("playing", () => {
