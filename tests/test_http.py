@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from riffradio.control.http import HttpConfig, StudioViews, TokenBuckets, origin_allowed, serve_http
+from riffradio.control.http import HttpConfig, StudioViews, TokenBuckets, icecast_listeners, origin_allowed, serve_http
 from riffradio.metrics import StationMetrics
 from riffradio.sinks.base import SinkStatus
 from riffradio.sinks.http import HttpStreamSink, IcyInterleaver, icy_metadata_block
@@ -460,6 +460,69 @@ def test_the_http_stream_output_decodes_and_carries_icy_titles(tmp_path: Path, p
         assert decoded.returncode == 0 and problems == [], decoded.stderr
 
     serve(station, check, streams=(sink,))
+
+
+def test_icecast_listener_counts() -> None:
+    status = {"icestats": {"source": [{"listenurl": "http://127.0.0.1:8000/a.mp3", "listeners": 3},
+                                      {"listenurl": "http://127.0.0.1:8000/b.opus", "listeners": 1}]}}  # fmt: skip
+    assert icecast_listeners(status, "/a.mp3") == 3 and icecast_listeners(status, "/b.opus") == 1
+    assert icecast_listeners({"icestats": {"source": status["icestats"]["source"][1]}}, "/b.opus") == 1
+    assert icecast_listeners({"icestats": {}}, "/a.mp3") is None and icecast_listeners({}, "/a.mp3") is None
+
+
+@pytest.mark.skipif(shutil.which("icecast2") is None, reason="needs icecast2 (tests/setup-debian.sh)")
+def test_now_playing_counts_the_listeners_icecast_reports(tmp_path: Path) -> None:
+    from servers import IcecastServer, wait_until
+
+    from riffradio.sinks.icecast import IcecastSink
+
+    icecast = IcecastServer(tmp_path / "icecast").start()
+    source = IcecastSink(icecast.source_url("/radio.mp3"))
+    stop = threading.Event()
+
+    def feed() -> None:  # an Icecast source in about real time
+        source.open()
+        frame = 0
+        while not stop.is_set():
+            source.write(_block(frame, NowPlaying(0, "rainy jazz", None, 0.0, duration_seconds=5.12)))
+            frame += 2048
+            time.sleep(2048 / 44100)
+        source.close()
+
+    def listen() -> None:
+        with urllib.request.urlopen(icecast.listen_url("/radio.mp3"), timeout=10) as response:
+            while not stop.is_set() and response.read(4096):
+                pass
+
+    threads = [threading.Thread(target=feed, daemon=True)]
+    station = SmallStation()
+    views = station.views()
+    config = HttpConfig(port=0)
+
+    async def main() -> None:
+        server = await serve_http(config, replace(views, icecast_mounts=(("127.0.0.1", icecast.port, "/radio.mp3"),)))
+        server.icecast_poll_seconds = 0.2
+        try:
+            def check() -> None:
+                threads[0].start()
+                icecast.wait_mount("/radio.mp3")
+                assert json.loads(request(f"{server.url}/api/nowplaying")[2])["listeners"]["current"] == 0
+                threads.append(threading.Thread(target=listen, daemon=True))
+                threads[1].start()
+                wait_until(lambda: json.loads(request(f"{server.url}/api/nowplaying")[2])["listeners"]["current"] == 1,
+                           30, "Icecast's listener in now playing")  # fmt: skip
+
+            await asyncio.to_thread(check)
+        finally:
+            await server.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        icecast.stop()
 
 
 def test_port_in_use_is_an_oserror() -> None:

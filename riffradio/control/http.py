@@ -35,6 +35,7 @@ import logging
 import os
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ API_BURST = 60  # API requests a client may make at once …
 API_PER_SECOND = 20.0  # … and then per second
 MAX_WEBSOCKETS = 64
 HISTORY_CLIPS = 10
+ICECAST_POLL_SECONDS = 10.0  # how often Icecast's listener counts are read
 ART_CACHE_CLIPS = 32
 STUDIO_FILES = ("index.html", "studio.css", "studio.js")
 _CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
@@ -84,6 +86,8 @@ class StudioViews:
         riffs: the playlist's riffs as titles, for "go to a riff".
         seed_images: names of the bundled seed images.
         streams: the ``http`` outputs this server serves.
+        icecast_mounts: ``(host, port, mount)`` of each Icecast output, whose listeners the
+            server reads from that Icecast's ``status-json.xsl``.
     """
 
     name: str
@@ -96,6 +100,7 @@ class StudioViews:
     riffs: Callable[[], Sequence[str]] = tuple
     seed_images: Sequence[str] = ()
     streams: Sequence[HttpStreamSink] = ()
+    icecast_mounts: Sequence[tuple[str, int, str]] = ()
 
 
 # -- pure pieces ----------------------------------------------------------------------------------
@@ -161,6 +166,23 @@ def state_document(snapshot: StateSnapshot, riff_count: int) -> dict[str, Any]:
     return document
 
 
+def icecast_listeners(status: dict[str, Any], mount: str) -> int | None:
+    """Listeners of ``mount`` in an Icecast ``status-json.xsl`` document; None when it is not there."""
+    sources = (status.get("icestats") or {}).get("source") or []
+    for source in [sources] if isinstance(sources, dict) else sources:
+        if isinstance(source, dict) and urllib.parse.urlsplit(str(source.get("listenurl", ""))).path == mount:
+            try:
+                return int(source.get("listeners", 0))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _read_icecast_status(host: str, port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://{host}:{port}/status-json.xsl", timeout=3.0) as response:
+        return json.loads(response.read(1 << 20).decode("utf-8", "replace"))
+
+
 def art_url(clip_index: int | None) -> str | None:
     return None if clip_index is None else f"/api/art/{clip_index}.png"
 
@@ -201,6 +223,7 @@ def nowplaying_document(
     streams: Sequence[dict[str, Any]],
     now_unix: float,
     operator: bool = False,
+    icecast: Sequence[int] = (),
 ) -> dict[str, Any]:
     """``/api/nowplaying``: AzuraCast's shape where it applies, plus riffradio's own fields.
 
@@ -211,12 +234,13 @@ def nowplaying_document(
             ``played_at`` unix seconds, ``duration_seconds``).
         streams: the http outputs (``path``, ``format``, ``bitrate_kbps``, ``listeners``).
         now_unix: the time the document describes.
+        icecast: listeners of each Icecast output, as its server last reported them.
         operator: the edit token came with the request: ``riffradio`` is then the station's whole
             own document (``now``, ``next``, outputs by name, the playlist's path).
     """
     now = station.get("now")
     upcoming = station.get("next")
-    listeners = sum(int(stream["listeners"]) for stream in streams)
+    listeners = sum(int(stream["listeners"]) for stream in streams) + sum(icecast)
     document: dict[str, Any] = {
         "station": {
             "name": name,
@@ -406,6 +430,8 @@ class HttpServer:
         self._sockets: set[web.WebSocketResponse] = set()
         self._listener_starts: collections.OrderedDict[str, StreamStart] = collections.OrderedDict()
         self._streams = {stream.path: stream for stream in views.streams}
+        self._icecast: dict[tuple[str, int, str], int | None] = {mount: None for mount in views.icecast_mounts}
+        self.icecast_poll_seconds = ICECAST_POLL_SECONDS
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -452,6 +478,8 @@ class HttpServer:
         )
         self.address = self._server.sockets[0].getsockname()[:2]
         self._spawn(self._housekeeping())
+        if self._icecast:
+            self._spawn(self._poll_icecast())
         self._unsubscribe = self.views.state.subscribe(self._on_state_change)
         self.views.add_block_listener(self._on_block)
         if self.config.host not in ("127.0.0.1", "::1", "localhost"):
@@ -494,6 +522,19 @@ class HttpServer:
             self.guard.sweep(self._runner.server)
             if self._sockets:
                 self._broadcast({"type": "nowplaying", "nowplaying": self._nowplaying_document(False)})
+
+    async def _poll_icecast(self) -> None:
+        """Read each Icecast output's listener count from its server (unknown while it is down)."""
+        while True:
+            for host, port in {(host, port) for host, port, _ in self._icecast}:
+                try:
+                    status = await asyncio.to_thread(_read_icecast_status, host, port)
+                except (OSError, ValueError):
+                    status = {}
+                for key in self._icecast:
+                    if key[:2] == (host, port):
+                        self._icecast[key] = icecast_listeners(status, key[2])
+            await asyncio.sleep(self.icecast_poll_seconds)
 
     # -- middleware -------------------------------------------------------------------------------
     @web.middleware
@@ -556,8 +597,9 @@ class HttpServer:
         station = dict(self.views.nowplaying())
         if "outputs" not in station:
             station["outputs"] = [dataclasses.asdict(status) for status in self.views.outputs()]
+        icecast = [count for count in self._icecast.values() if count is not None]
         return nowplaying_document(
-            station, self.views.name, list(self.history), self._stream_documents(), time.time(), operator
+            station, self.views.name, list(self.history), self._stream_documents(), time.time(), operator, icecast
         )
 
     async def _nowplaying(self, request: web.Request) -> web.Response:

@@ -198,6 +198,7 @@ class Station:
         """The narrow views the HTTP server gets (``riffradio.control.http.StudioViews``)."""
         from riffradio.control.http import StudioViews
         from riffradio.sinks.http import HttpStreamSink
+        from riffradio.sinks.icecast import IcecastSink
         from riffradio.spectrogram.seeds import bundled_seed_image_names
 
         return StudioViews(
@@ -211,6 +212,9 @@ class Station:
             riffs=lambda: [riff.prompt if riff.to is None else f"{riff.prompt} → {riff.to}" for riff in self.playlist.riffs],
             seed_images=tuple(bundled_seed_image_names()),
             streams=tuple(sink for sink in self.sinks if isinstance(sink, HttpStreamSink)),
+            icecast_mounts=tuple(
+                (sink.target.host, sink.target.port, sink.target.mount) for sink in self.sinks if isinstance(sink, IcecastSink)
+            ),
         )
 
     def reload(self, path: str | Path | None = None) -> list[str]:
