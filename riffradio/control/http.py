@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from riffradio.core.types import AudioBlock
 from riffradio.control.fields import FIELDS, Rejected, apply_field
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import HttpConfig  # the playlist's control.http section
 from riffradio.sinks.base import SinkError, SinkStatus
 from riffradio.station.state import StateSnapshot, StationState
-from riffradio.core.types import AudioBlock
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -22,12 +22,12 @@ import itertools
 import threading
 from collections.abc import Callable
 
+from riffradio.core.types import AudioBlock
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
 from riffradio.sinks.encoders import EncoderPool, EncoderSettings, EncodingOutput, OggChainFollower, SharedEncoder
 from riffradio.sinks.icecast import DEFAULT_BITRATE_KBPS
 from riffradio.sinks.options import OutputOptions
-from riffradio.core.types import AudioBlock
 
 ICY_METAINT_BYTES = 16_000  # audio bytes between ICY metadata blocks (Icecast's default)
 MAX_LISTENER_BUFFER_BYTES = 1 << 20  # about a minute of 128 kb/s MP3
