@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT_SECONDS = 15.0  # a connection without a request in progress is closed after this
+IDLE_TIMEOUT_SECONDS = 15.0
+REFUSAL_LOG_SECONDS = 10.0  # a connection without a request in progress is closed after this
 MAX_BODY_BYTES = 16 * 1024
 MAX_HEADER_LINE_BYTES = 8190
 MAX_HEADERS = 128
@@ -361,16 +362,25 @@ class ConnectionGuard:
         self.closed_idle = 0
         self._busy: collections.Counter[int] = collections.Counter()  # id(transport) → requests in progress
         self._idle_since: dict[int, float] = {}
-        self._last_refusal_log = 0.0
+        self._last_refusal_log = -REFUSAL_LOG_SECONDS
+        self._refusals_logged = 0
+
+    def _log_refusals(self) -> None:
+        """One line per interval with the count, never one per connection."""
+        now = time.monotonic()
+        if self.refused > self._refusals_logged and now - self._last_refusal_log >= REFUSAL_LOG_SECONDS:
+            log.warning(
+                "http: %d connection(s) refused (503) since the last line: more than %d open",
+                self.refused - self._refusals_logged, self.max_connections,
+            )  # fmt: skip
+            self._refusals_logged = self.refused
+            self._last_refusal_log = now
 
     def protocol_factory(self, server: web.Server) -> Callable[[], asyncio.BaseProtocol]:
         def factory() -> asyncio.BaseProtocol:
             if len(server.connections) >= self.max_connections:
                 self.refused += 1
-                now = time.monotonic()
-                if now - self._last_refusal_log >= 10.0:  # one line per interval, with the count
-                    log.warning("http: %d connection(s) refused so far: more than %d open", self.refused, self.max_connections)
-                    self._last_refusal_log = now
+                self._log_refusals()
                 return _Refused()
             return server()
 
@@ -390,6 +400,7 @@ class ConnectionGuard:
 
     def sweep(self, server: web.Server) -> None:
         """Close connections idle for longer than the timeout (called once a second)."""
+        self._log_refusals()
         now = time.monotonic()
         alive: set[int] = set()
         for handler in server.connections:
