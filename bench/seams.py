@@ -19,6 +19,10 @@ and every join of the mix is measured:
   crossfade against the mean power of the two clips there: 0 dB is a level join; two equal
   renderings mixed with equal-power gains would swell by 3 dB, unrelated ones by 0 (the buffer's
   gains follow the clips' correlation, :func:`~riffradio.station.buffer.crossfade_gains`);
+- **comb depth** (dB): inside the middle fifth of the crossfade, the mean over STFT bins
+  (2 048 points, 0–10 kHz, bins within 60 dB of the strongest) of |mix power − mean power of the
+  two clips| in dB: two renderings whose phases disagree cancel and add bin by bin (comb
+  filtering, several dB); two that agree mix to the same spectrum (0 dB);
 - **grid deviation** (ms): how far each clip's audio after the crossfade sits from where the
   recording has it, from the peak of the cross-correlation of onset envelopes (2.9 ms hops,
   parabolic peak); target ≤ 10 ms.
@@ -89,6 +93,7 @@ class Join:
     recording_change_db: float
     correlation: float
     centre_level_db: float
+    comb_db: float
     grid_deviation_ms: float
 
 
@@ -177,6 +182,17 @@ def spectral_change_db(spectrum: np.ndarray, frames_per_second: float, seconds: 
     return np.asarray(changes)
 
 
+def comb_depth_db(mixed: np.ndarray, outgoing: np.ndarray, incoming: np.ndarray) -> float:
+    """Mean |10·log10(|M|² / ((|A|² + |B|²) / 2))| over strong bins up to 10 kHz (equally long 1-D parts)."""
+    def power(audio: np.ndarray) -> np.ndarray:
+        spectrum = torch.stft(torch.from_numpy(np.ascontiguousarray(audio, np.float32)), 2048, 512, window=torch.hann_window(2048), center=False, return_complex=True)
+        return spectrum.abs().numpy()[: round(10_000 / RATE_HZ * 2048)] ** 2
+
+    mix_power, expected = power(mixed), (power(outgoing) + power(incoming)) / 2
+    strong = expected > expected.max() * 1e-6
+    return float(np.mean(np.abs(10 * np.log10((mix_power[strong] + 1e-20) / expected[strong]))))
+
+
 def onset_envelope(audio: np.ndarray) -> np.ndarray:
     """Half-wave rectified spectral flux of the log magnitude, one value per ``ONSET_HOP`` samples."""
     spectrum = torch.stft(torch.from_numpy(audio.astype(np.float32)), 1024, ONSET_HOP, window=torch.hann_window(1024), return_complex=True)
@@ -217,11 +233,13 @@ def measure(output: np.ndarray, clips: list[np.ndarray], fade_starts: list[int],
         correlation = float(np.corrcoef(outgoing, incoming)[0, 1]) if fade > HOP else math.nan
         middle = slice(2 * fade // 5, 3 * fade // 5)
         mixed = output[start : start + fade][middle]
+        measurable = fade // 5 >= 2048  # the middle fifth holds an STFT frame (crossfades ≥ 0.24 s)
         centre_level_db = (
             float(10 * np.log10(np.mean(mixed**2) / ((np.mean(outgoing[middle] ** 2) + np.mean(incoming[middle] ** 2)) / 2)))
-            if fade > HOP
+            if measurable
             else math.nan
         )
+        comb_db = comb_depth_db(mixed, outgoing[middle], incoming[middle]) if measurable else math.nan
         # The incoming clip alone, after the crossfade (until the next one or 1.5 s).
         solo = slice(start + fade, min(start + fade + int(1.5 * RATE_HZ), output.shape[-1]))
         deviation = lag_ms(output[solo], recording[0, solo])
@@ -230,6 +248,7 @@ def measure(output: np.ndarray, clips: list[np.ndarray], fade_starts: list[int],
             recording_change_db=float(spectral_change_db(reference_spectrum, rate, centres[k - 1 : k])[0]),
             correlation=correlation,
             centre_level_db=centre_level_db,
+            comb_db=comb_db,
             grid_deviation_ms=deviation,
         ))
     return joins
@@ -325,6 +344,7 @@ def main() -> int:
             inside_mix, inside_recording = (float(np.mean([pair[i] for pair in inside])) for i in (0, 1))
             correlations = [j.correlation for j in joins if not math.isnan(j.correlation)]
             levels = [abs(j.centre_level_db) for j in joins if not math.isnan(j.centre_level_db)]
+            combs = [j.comb_db for j in joins if not math.isnan(j.comb_db)]
             row = {
                 "crossfade s": f"{crossfade_seconds:g}",
                 "variant": variant.name,
@@ -335,6 +355,7 @@ def main() -> int:
                 "join excess − inside excess dB": f"{(change - recording_change) - (inside_mix - inside_recording):+.2f}",
                 "overlap r mean / min": (f"{np.mean(correlations):.3f} / {np.min(correlations):.3f}" if correlations else "–"),
                 "centre level max abs dB": f"{max(levels):.2f}" if levels else "–",
+                "comb depth mean dB": f"{np.mean(combs):.2f}" if combs else "–",
                 "grid deviation max ms": f"{max(abs(j.grid_deviation_ms) for j in joins):.2f}",
                 "joins": f"{len(joins)}",
                 "CPU s/clip": f"{np.mean(cpu):.2f}",

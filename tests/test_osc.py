@@ -103,6 +103,7 @@ CHANGES: list[tuple[tuple[str, ...], Callable[[Any], bool]]] = [
     (("/riffradio/steps", "i", "12"), lambda s: s.knobs.steps == 12),
     (("/riffradio/steps", "f", "20"), lambda s: s.knobs.steps == 20),  # a fader's whole float
     (("/riffradio/clips", "i", "6"), lambda s: s.knobs.clips == 6),
+    (("/riffradio/continuation_seconds", "f", "1.28"), lambda s: math.isclose(s.knobs.continuation_seconds, 1.28, rel_tol=1e-6)),
     (("/riffradio/seed_image", "s", "agile"), lambda s: s.knobs.seed_image == "agile"),
     (("/riffradio/negative_prompt", "s", "vocals"), lambda s: s.knobs.negative_prompt == "vocals"),
     (("/riffradio/hold", "i", "1"), lambda s: s.hold is True),

@@ -186,3 +186,27 @@ def test_any_playlist_plans_valid_requests(riffs: list[tuple[int, bool, int]], c
         assert request.start_prompt == playlist.riffs[clip.riff_index].prompt
     # the plan never depends on anything but its inputs
     assert planned == plan_clips(replace(playlist), StateSnapshot(), count)
+
+
+def test_continuation_comes_from_the_live_knob_then_the_riff_then_the_station() -> None:
+    playlist = _playlist(
+        "station: {steps: 4, continuation_seconds: 1.28}\n"
+        "riffs:\n"
+        "  - {prompt: jazzy lofi hip hop, clips: 2}\n"
+        "  - {prompt: church bells on sunday, clips: 2, continuation_seconds: 0}\n"
+    )
+    state = StationState(len(playlist.riffs))
+    planned = plan_clips(playlist, state.snapshot(), 4)
+    assert [clip.request.continuation_seconds for clip in planned] == [1.28, 1.28, 0.0, 0.0]
+    state.set_knob("continuation_seconds", 0.64)
+    planned = plan_clips(playlist, state.snapshot(), 4)
+    assert {clip.request.continuation_seconds for clip in planned} == {0.64}
+    for bad in (3.0, -0.1, float("nan")):
+        try:
+            state.set_knob("continuation_seconds", bad)
+        except ValueError as error:
+            assert "continuation_seconds" in str(error)
+        else:
+            raise AssertionError(f"continuation_seconds {bad} was accepted")
+    _, errors = check_playlist_text("station: {continuation_seconds: 3}\nriffs: [{prompt: a}]\n", Path("bad.yaml"))
+    assert len(errors) == 1 and "station.continuation_seconds must be between 0 and 2.56" in errors[0]

@@ -121,6 +121,7 @@ FIELDS: dict[str, Field] = {
         _knob("guidance"),
         _knob("steps"),
         _knob("clips"),
+        _knob("continuation_seconds"),
         Field("seed_image", text_arg, StationState.set_seed_image),
         Field("negative_prompt", text_arg, StationState.set_negative_prompt),
         Field("next", trigger_arg, _next),

@@ -61,6 +61,8 @@ KNOBS: dict[str, Knob] = {
              "where a riff sits between its start (0) and end (1): embeddings lerped, noise slerped"),
         Knob("seed", int, "", 0, SEED_MAX, 42,
              "seed of the noise (and of the VAE sample); a held riff walks seed, seed+1, …"),
+        Knob("continuation_seconds", float, "seconds", 0.0, 2.56, 0.0,
+             "each clip starts with the previous clip's last seconds, kept (whole 0.08 s latent columns); 0 = off"),
         # station knobs
         Knob("volume", float, "× (linear gain)", 0.0, 4.0, 1.0,
              "output gain before the true-peak limiter"),
@@ -80,7 +82,7 @@ KNOBS: dict[str, Knob] = {
     )
 }  # fmt: skip
 
-RIFF_KNOBS: tuple[str, ...] = ("denoising", "guidance", "steps", "clips")
+RIFF_KNOBS: tuple[str, ...] = ("denoising", "guidance", "steps", "clips", "continuation_seconds")
 """The knobs a DJ may override live (:meth:`StationState.set_knob`) and a riff may set."""
 
 TEXT_LIMITS: dict[str, int] = {

@@ -37,6 +37,10 @@ class RiffRequest:
         seed_image: reference to the init spectrogram: a bundled name, a file path, or a synthesis
             spec string such as ``"bpm=93.75"`` (resolved by ``riffradio.spectrogram.seeds``).
         mask_image: optional reference to a mask image (white = repaint); ``None`` repaints all.
+        continuation_seconds: how much of the previous clip's end this clip starts with, kept by
+            Riffusion's mask maths from that clip's latents (the engine is handed them), rounded
+            to whole latent columns of 0.08 s, 0 … 2.56; 0 (or no previous clip) makes the clip
+            on its own (``riffradio.engine.continuation``).
     """
 
     start_prompt: str
@@ -52,6 +56,7 @@ class RiffRequest:
     num_inference_steps: int = 50
     seed_image: str = DEFAULT_SEED_IMAGE
     mask_image: str | None = None
+    continuation_seconds: float = 0.0
 
     @property
     def title(self) -> str:

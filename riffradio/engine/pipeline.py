@@ -6,11 +6,14 @@ request the engine runs the numbered steps of :meth:`RiffEngine._run_batch`:
 1. interpolate the knobs: guidance scale and denoising strength (:func:`mix`);
 2. text embeddings of both prompts (cached per prompt string), lerped (:func:`lerp`);
 3. init latents: the seed image VAE-encoded (cached per image), its latent distribution
-   sampled with a generator seeded with the start seed, times the VAE scaling factor;
+   sampled with a generator seeded with the start seed, times the VAE scaling factor; with
+   continuation, the first columns are the previous clip's last latent columns
+   (:mod:`riffradio.engine.continuation`);
 4. noise: generators seeded with the start and the end seed, combined by :func:`slerp`;
 5. timesteps: the scheduler's schedule cut by the strength, as Riffusion's img2img does;
 6. the init latents noised to the first timestep;
-7. the denoising loop, with classifier-free guidance and the optional mask blend;
+7. the denoising loop, with classifier-free guidance and the optional mask blend (a mask image's
+   black part and a continuation's kept columns), then the kept columns put back un-noised;
 8. VAE decode to a 512×512 RGB spectrogram image.
 
 It follows Riffusion's ``RiffusionPipeline.riffuse`` operation for operation, so the same
@@ -35,6 +38,13 @@ from riffradio.engine.interpolation import lerp, mix, slerp
 from riffradio.core.defaults import DEFAULT_MODEL
 from riffradio.engine.loading import LoadedModel, is_out_of_memory, load_model, out_of_memory_message
 from riffradio.core.types import RiffRequest, RiffResult
+from riffradio.engine.continuation import (
+    MAX_CONTINUATION_SECONDS,
+    continuation_mask,
+    continued_init_latents,
+    kept_latent_columns,
+    restore_kept_columns,
+)
 from riffradio.errors import CancelCheck, Cancelled, RiffradioError
 
 if TYPE_CHECKING:
@@ -112,6 +122,13 @@ class _Prepared:
     strength: float
     init_image: Image.Image
     mask_image: Image.Image | None
+    previous_latents: torch.Tensor | None = None
+    kept_columns: int = 0  # latent columns kept from ``previous_latents`` (continuation)
+
+    @property
+    def masked(self) -> bool:
+        """Whether the denoising loop blends the init latents back in (mask image or continuation)."""
+        return self.mask_image is not None or self.kept_columns > 0
 
 
 def preprocess_image(image: Image.Image) -> torch.Tensor:
@@ -207,12 +224,20 @@ class RiffEngine:
         """The loaded components (tokenizer, text encoder, UNet, VAE, scheduler)."""
         return self._model
 
-    def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> RiffResult:
+    def riff(
+        self,
+        request: RiffRequest,
+        should_cancel: CancelCheck | None = None,
+        previous_latents: torch.Tensor | None = None,
+    ) -> RiffResult:
         """Run one riff; see :meth:`riff_batch`."""
-        return self.riff_batch([request], should_cancel)[0]
+        return self.riff_batch([request], should_cancel, None if previous_latents is None else [previous_latents])[0]
 
     def riff_batch(
-        self, requests: Sequence[RiffRequest], should_cancel: CancelCheck | None = None
+        self,
+        requests: Sequence[RiffRequest],
+        should_cancel: CancelCheck | None = None,
+        previous_latents: Sequence[torch.Tensor | None] | None = None,
     ) -> list[RiffResult]:
         """Run several riffs, sharing UNet batches between requests with the same schedule.
 
@@ -221,6 +246,12 @@ class RiffEngine:
             should_cancel: asked before every UNet step; when it returns True the riff is
                 abandoned with :class:`~riffradio.errors.Cancelled` (the station uses it to drop
                 a clip the DJ has just made obsolete, instead of finishing it).
+            previous_latents: per request, the final latents ``(1, 4, H/8, W/8)`` of the clip it
+                continues (``RiffResult.latents``), or None. A request with
+                ``continuation_seconds > 0`` and previous latents keeps their last
+                ``kept_latent_columns(continuation_seconds)`` columns as its first ones; without
+                either it is today's riff, bit for bit. The requests of a batch are independent:
+                a chain of clips each continuing the one before is made one riff at a time.
 
         Returns:
             One result per request, in order. Each result's ``timings_seconds`` holds its share
@@ -235,7 +266,10 @@ class RiffEngine:
 
         results: list[RiffResult | None] = [None] * len(requests)
         started = time.perf_counter()
-        prepared = [self._prepare(request) for request in requests]
+        previous = list(previous_latents) if previous_latents is not None else [None] * len(requests)
+        if len(previous) != len(requests):
+            raise ValueError(f"{len(previous)} previous latents for {len(requests)} requests")
+        prepared = [self._prepare(request, latents) for request, latents in zip(requests, previous)]
         prepare_seconds = (time.perf_counter() - started) / max(len(requests), 1)
         groups: dict[Hashable, list[int]] = {}
         for index, item in enumerate(prepared):
@@ -251,16 +285,19 @@ class RiffEngine:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _prepare(self, request: RiffRequest) -> _Prepared:
-        """Step 1: validate, load the images, interpolate guidance and strength."""
+    def _prepare(self, request: RiffRequest, previous_latents: torch.Tensor | None = None) -> _Prepared:
+        """Step 1: validate, load the images, interpolate guidance and strength, size the continuation."""
         _validate(request)
         mask_image = None if request.mask_image is None else _load_image(request.mask_image)
+        kept = 0 if previous_latents is None else kept_latent_columns(request.continuation_seconds)
         return _Prepared(
             request=request,
             guidance_scale=mix(request.start_guidance, request.end_guidance, request.alpha),
             strength=mix(request.start_denoising, request.end_denoising, request.alpha),
             init_image=_load_image(request.seed_image),
             mask_image=mask_image,
+            previous_latents=previous_latents if kept > 0 else None,
+            kept_columns=kept,
         )
 
     def _batch_key(self, item: _Prepared) -> Hashable:
@@ -270,7 +307,7 @@ class RiffEngine:
             steps,
             int(steps * item.strength),
             item.guidance_scale > 1.0,
-            item.mask_image is not None,
+            item.masked,
             item.init_image.size,
         )
 
@@ -328,7 +365,7 @@ class RiffEngine:
 
         # 4. Noise (start and end seeds slerped) and the optional latent mask.
         noise = self._prepare_noise(batch, tuple(init_latents.shape[1:]))
-        mask = self._prepare_mask(batch)
+        mask = self._prepare_mask(batch, init_latents)
 
         # 5. Timesteps: the schedule cut by the strength.
         timesteps = self._get_timesteps(batch)
@@ -337,11 +374,13 @@ class RiffEngine:
         latents = self._model.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(batch)))
         watch.lap("other")
 
-        # 7. The denoising loop, with classifier-free guidance and the mask blend.
+        # 7. The denoising loop, with classifier-free guidance and the mask blend; then the
+        #    continuation's kept columns exactly as the previous clip left them.
         latents = self._denoise(
             latents, timesteps, text_embeddings, [item.guidance_scale for item in batch],
             init_latents, noise, mask, watch, should_cancel,
         )  # fmt: skip
+        latents = self._restore_kept(latents, init_latents, batch)
         watch.lap("unet")
 
         # 8. VAE decode to 8-bit RGB spectrogram images.
@@ -374,7 +413,8 @@ class RiffEngine:
         """Step 3: ``(B, 4, H/8, W/8)`` init latents, scaled by the VAE's scaling factor.
 
         The latent distribution of each seed image is cached per reference and sampled with a
-        generator seeded with the request's start seed, as Riffusion does.
+        generator seeded with the request's start seed, as Riffusion does. A continued request's
+        first ``kept_columns`` are then the previous clip's last ones (no VAE round trip).
         """
         import torch
 
@@ -382,8 +422,10 @@ class RiffEngine:
         init_latents = []
         for item in batch:
             distribution = self.init_cache.get_or_create(item.request.seed_image, lambda: self._encode_image(item.init_image))
-            sample = distribution.sample(generator=self._generator(item.request.start_seed))
-            init_latents.append(vae.config.scaling_factor * sample)
+            sample = vae.config.scaling_factor * distribution.sample(generator=self._generator(item.request.start_seed))
+            if item.previous_latents is not None:
+                sample = continued_init_latents(sample, item.previous_latents, item.kept_columns)
+            init_latents.append(sample)
         return torch.cat(init_latents)
 
     def _prepare_noise(self, batch: list[_Prepared], latent_shape: tuple[int, ...]) -> torch.Tensor:
@@ -402,17 +444,37 @@ class RiffEngine:
 
         return torch.cat([slerp(draw(item.request.start_seed), draw(item.request.end_seed), item.request.alpha) for item in batch])
 
-    def _prepare_mask(self, batch: list[_Prepared]) -> torch.Tensor | None:
-        """Step 4: the ``(B, 4, H/8, W/8)`` latent masks (1 keeps the seed), cached; None without masks."""
+    def _prepare_mask(self, batch: list[_Prepared], like: torch.Tensor) -> torch.Tensor | None:
+        """Step 4: the ``(B, 4, H/8, W/8)`` latent masks (1 keeps the init latents), shaped like ``like``; None without.
+
+        A mask image's (cached) and a continuation's kept columns, whichever keeps more.
+        """
         import torch
 
-        if batch[0].mask_image is None:
+        if not batch[0].masked:
             return None
-        masks = [
-            self.mask_cache.get_or_create(item.request.mask_image, lambda: preprocess_mask(item.mask_image))
-            for item in batch
-        ]
-        return torch.cat(masks).to(device=self.device, dtype=self.dtype)
+        masks = []
+        for index, item in enumerate(batch):
+            mask = continuation_mask(like[index : index + 1], item.kept_columns)
+            if item.mask_image is not None:
+                image_mask = self.mask_cache.get_or_create(item.request.mask_image, lambda: preprocess_mask(item.mask_image))
+                image_mask = image_mask.to(device=self.device, dtype=self.dtype)
+                mask = image_mask if item.kept_columns == 0 else torch.maximum(mask, image_mask)
+            masks.append(mask)
+        return torch.cat(masks)
+
+    def _restore_kept(self, latents: torch.Tensor, init_latents: torch.Tensor, batch: list[_Prepared]) -> torch.Tensor:
+        """Step 7, end: each continued request's kept columns put back un-noised (the loop leaves them at its last timestep)."""
+        import torch
+
+        if not any(item.kept_columns for item in batch):
+            return latents
+        return torch.cat(
+            [
+                restore_kept_columns(latents[i : i + 1], init_latents[i : i + 1], item.kept_columns)
+                for i, item in enumerate(batch)
+            ]
+        )
 
     def _get_timesteps(self, batch: list[_Prepared]) -> torch.Tensor:
         """Step 5: the timesteps img2img denoises at the batch's strength (see :func:`img2img_timesteps`)."""
@@ -557,5 +619,7 @@ def _validate(request: RiffRequest) -> None:
             problems.append(f"{name} {value:g} is negative")
     if request.num_inference_steps < 1:
         problems.append(f"num_inference_steps {request.num_inference_steps} is below 1")
+    if not 0.0 <= request.continuation_seconds <= MAX_CONTINUATION_SECONDS:
+        problems.append(f"continuation_seconds {request.continuation_seconds:g} is outside [0, {MAX_CONTINUATION_SECONDS:g}]")
     if problems:
         raise RiffradioError(f"invalid riff request for {request.title!r}: " + "; ".join(problems))

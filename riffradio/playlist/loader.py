@@ -40,11 +40,11 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".wav", ".flac", ".
 
 STATION_KEYS = (
     "name", "model", "device", "dtype", "scheduler", "compile", "steps", "crossfade_seconds",
-    "lookahead_clips", "loudness_lufs", "true_peak_dbtp",
+    "lookahead_clips", "loudness_lufs", "true_peak_dbtp", "continuation_seconds",
 )  # fmt: skip
 RIFF_KEYS = (
     "prompt", "seed", "to", "to_seed", "clips", "denoising", "to_denoising", "guidance", "to_guidance",
-    "steps", "seed_image", "negative_prompt", "mask_image",
+    "steps", "seed_image", "negative_prompt", "mask_image", "continuation_seconds",
 )  # fmt: skip
 TOP_KEYS = ("station", "outputs", "control", "riffs")
 CONTROL_KEYS = ("osc", "http")
@@ -268,7 +268,10 @@ class _PlaylistBuilder:
             "compile": lambda n: self.r.boolean(n, "station.compile"),
             **{
                 key: (lambda n, key=key: self.r.knob(n, f"station.{key}", key))
-                for key in ("steps", "crossfade_seconds", "lookahead_clips", "loudness_lufs", "true_peak_dbtp")
+                for key in (
+                    "steps", "crossfade_seconds", "lookahead_clips", "loudness_lufs", "true_peak_dbtp",
+                    "continuation_seconds",
+                )
             },
         }
         for key, (_, value_node) in fields.items():
@@ -311,7 +314,10 @@ class _PlaylistBuilder:
                 value = self.r.string(value_node, name, limit="prompt")
             elif key in ("negative_prompt",):
                 value = self.r.string(value_node, name, allow_empty=True, limit="negative_prompt")
-            elif key in ("seed", "to_seed", "clips", "steps", "denoising", "to_denoising", "guidance", "to_guidance"):
+            elif key in (
+                "seed", "to_seed", "clips", "steps", "denoising", "to_denoising", "guidance", "to_guidance",
+                "continuation_seconds",
+            ):
                 value = self.r.knob(value_node, name, key.removeprefix("to_"))
             elif key == "seed_image":
                 value = self.seed_image(value_node, name)

@@ -29,6 +29,8 @@ class StationSpec:
         lookahead_clips: how many clips the producer may have ready before they are heard.
         loudness_lufs: integrated loudness every clip is normalised to (BS.1770).
         true_peak_dbtp: ceiling of the output's true-peak limiter.
+        continuation_seconds: how much of each clip the next one starts with, kept (0 = off:
+            independent clips); a riff or the live knob may override it.
     """
 
     name: str = "riffradio"
@@ -42,6 +44,7 @@ class StationSpec:
     lookahead_clips: int = KNOBS["lookahead_clips"].default
     loudness_lufs: float = KNOBS["loudness_lufs"].default
     true_peak_dbtp: float = KNOBS["true_peak_dbtp"].default
+    continuation_seconds: float = KNOBS["continuation_seconds"].default
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class RiffSpec:
         seed_image: reference of the init spectrogram: bundled name, path or ``"bpm=..."`` spec.
         negative_prompt: text to steer away from.
         mask_image: optional reference of a mask image.
+        continuation_seconds: the station's ``continuation_seconds`` for this riff, or ``None``.
         line, column: where the riff was written (1-based), for messages.
     """
 
@@ -76,6 +80,7 @@ class RiffSpec:
     seed_image: str = DEFAULT_SEED_IMAGE
     negative_prompt: str = ""
     mask_image: str | None = None
+    continuation_seconds: float | None = None
     line: int = 0
     column: int = 0
 

@@ -115,7 +115,15 @@ def _request(
         num_inference_steps=int(knobs.steps or riff.steps or playlist.station.steps),
         seed_image=knobs.seed_image or riff.seed_image,
         mask_image=riff.mask_image,
+        continuation_seconds=_first_set(
+            knobs.continuation_seconds, riff.continuation_seconds, playlist.station.continuation_seconds
+        ),
     )
+
+
+def _first_set(*values: float | None) -> float:
+    """The first value that is not None (a live knob, then the riff's, then the station's)."""
+    return float(next(value for value in values if value is not None))
 
 
 def _riff_seeds(riff: RiffSpec, snapshot: StateSnapshot, loop: int) -> tuple[int, int]:

@@ -29,6 +29,7 @@ class Knobs:
     clips: int | None = None
     seed_image: str | None = None
     negative_prompt: str | None = None
+    continuation_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class StationState:
         self._update("seed", seed, live_seed=seed)
 
     def set_knob(self, name: str, value: Any) -> None:
-        """Set one of ``denoising``, ``guidance``, ``steps``, ``clips`` (see :data:`~riffradio.core.knobs.KNOBS`)."""
+        """Set one of ``denoising``, ``guidance``, ``steps``, ``clips``, ``continuation_seconds`` (see :data:`~riffradio.core.knobs.KNOBS`)."""
         if name not in RIFF_KNOBS:
             raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(sorted(RIFF_KNOBS))}")
         checked = check_knob(name, value)
