@@ -14,9 +14,13 @@ For each it measures, on the monotonic clock:
 - **handover**: the rest (latency − in flight − generation): queueing the clip, the cut-in at the
   next block boundary.
 
-The issue's target is latency ≤ one clip's generation time + the crossfade. Usage::
+The issue's target is latency ≤ one clip's generation time + the crossfade. ``--via http``
+sends each change as the web studio does (``POST /api/state`` with the edit token) instead of
+OSC; ``--via both`` alternates OSC and HTTP in one run, so the two paths are compared under the
+same load. Usage::
 
     python3 bench/control_latency.py                      # tiny model on CPU, 3 changes
+    python3 bench/control_latency.py --via both --changes 6
     python3 bench/control_latency.py --model riffusion/riffusion-model-v1 --device cuda --steps 50
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import socket
@@ -32,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +62,24 @@ def prompt_packet(prompt: str) -> bytes:
     builder = OscMessageBuilder("/riffradio/prompt")
     builder.add_arg(prompt, "s")
     return builder.build().dgram
+
+
+TOKEN = "latency-bench-token"
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def post_prompt(port: int, prompt: str) -> None:
+    """The web studio's way: POST /api/state with the edit token."""
+    body = json.dumps({"prompt": prompt}).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/state", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {TOKEN}"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
 
 
 class FirstAudible:
@@ -103,6 +127,8 @@ async def measure(args: argparse.Namespace, model: str, workdir: Path) -> list[d
     from riffradio.station.station import Station
 
     port = free_udp_port()
+    http_port = free_tcp_port()
+    os.environ["LATENCY_BENCH_TOKEN"] = TOKEN
     path = workdir / "latency.yaml"
     path.write_text(
         f"""station: {{name: latency bench, steps: {args.steps}, crossfade_seconds: {args.crossfade},
@@ -111,6 +137,7 @@ outputs:
   - {{type: file, path: {workdir / "latency.flac"}}}
 control:
   osc: {{host: 127.0.0.1, port: {port}}}
+  http: {{host: 127.0.0.1, port: {http_port}, token_env: LATENCY_BENCH_TOKEN}}
 riffs:
   - {{prompt: jazzy lofi hip hop, seed: 42, clips: 8}}
 """
@@ -133,8 +160,13 @@ riffs:
             await asyncio.sleep(rng.uniform(0.0, 2.0))  # land at different points of the clip in flight
             version = station.state.snapshot().version + 1
             probe.expect(version)
+            via = args.via if args.via != "both" else ("osc", "http")[change % 2]
+            prompt = f"church bells, take {change}"
             sent = time.monotonic()
-            sock.sendto(prompt_packet(f"church bells, take {change}"), ("127.0.0.1", port))
+            if via == "osc":
+                sock.sendto(prompt_packet(prompt), ("127.0.0.1", port))
+            else:
+                await asyncio.to_thread(post_prompt, http_port, prompt)
             started = await generation_start(station, version, args.timeout)
             if not await asyncio.to_thread(probe.event.wait, args.timeout):
                 raise SystemExit(f"change {change}: no clip of the new state heard within {args.timeout} s")
@@ -143,10 +175,10 @@ riffs:
             generation = float(probe.clip.generation_seconds)
             in_flight = started - sent
             result = {"latency": latency, "generation": generation, "in_flight": in_flight,
-                      "handover": latency - in_flight - generation}  # fmt: skip
+                      "handover": latency - in_flight - generation, "via": via}  # fmt: skip
             results.append(result)
             print(
-                f"change {change}: latency {latency:6.2f} s = in flight {in_flight:6.2f} s "
+                f"change {change} ({via:4}): latency {latency:6.2f} s = in flight {in_flight:6.2f} s "
                 f"+ generation {generation:6.2f} s + handover {result['handover']:5.2f} s",
                 flush=True,
             )
@@ -169,6 +201,8 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, default=2, help="clips queued ahead (default 2, the station's)")
     parser.add_argument("--changes", type=int, default=3, help="prompt changes to time (default 3)")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--via", choices=("osc", "http", "both"), default="osc",
+                        help="send changes over OSC, HTTP (POST /api/state) or alternately both (default osc)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="riffradio-latency-") as tmp:
         workdir = Path(tmp)
@@ -191,6 +225,11 @@ def main() -> None:
     print(f"generation median {statistics.median(generations):.2f} s (one clip of 5.12 s audio)")
     print(f"in flight  median {statistics.median(in_flight):.2f} s (finishing the old clip being made)")
     print(f"within target (generation + crossfade): {within}/{len(results)}")
+    for via in sorted({r["via"] for r in results}):
+        mine = [r for r in results if r["via"] == via]
+        print(f"{via:4}: latency median {statistics.median(r['latency'] for r in mine):.2f} s, "
+              f"handover median {statistics.median(r['latency'] - r['generation'] for r in mine):.2f} s "
+              f"(latency − generation), {len(mine)} changes")  # fmt: skip
     sys.stdout.flush()
 
 
