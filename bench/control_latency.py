@@ -185,7 +185,7 @@ riffs:
     finally:
         sock.close()
         station.stop()
-        await asyncio.wait_for(task, 60)
+        await asyncio.wait_for(task, args.timeout)  # a clip in the making is waited for (slow on a loaded CPU)
         for thread in threading.enumerate():  # a clip still in the making must not outlive us
             if thread.name == "riffradio generate":
                 thread.join(args.timeout)
