@@ -123,8 +123,9 @@ async def generation_start(station: Any, version: int, timeout: float) -> float:
 
 
 async def measure(args: argparse.Namespace, model: str, workdir: Path) -> list[dict[str, float]]:
+    from riffradio.app.application import StationApp
+    from riffradio.app.outputs import check_output
     from riffradio.playlist.loader import check_playlist
-    from riffradio.station.station import Station
 
     port = free_udp_port()
     http_port = free_tcp_port()
@@ -142,15 +143,16 @@ riffs:
   - {{prompt: jazzy lofi hip hop, seed: 42, clips: 8}}
 """
     )
-    playlist, errors = check_playlist(path)
+    playlist, errors = check_playlist(path, check_output=check_output)
     if errors or playlist is None:
         raise SystemExit("\n".join(errors))
-    station = Station(playlist, model=model, device=args.device)
+    app = StationApp(playlist, model=model, device=args.device)
+    station = app.station
     probe = FirstAudible(station)
     station.add_block_listener(probe)
     on_air = asyncio.Event()
     station.add_on_air_listener(on_air.set)
-    task = asyncio.create_task(station.run())
+    task = asyncio.create_task(app.run())
     rng = random.Random(1)
     results: list[dict[str, float]] = []
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -184,7 +186,7 @@ riffs:
             )
     finally:
         sock.close()
-        station.stop()
+        app.stop()
         await asyncio.wait_for(task, args.timeout)  # a clip in the making is waited for (slow on a loaded CPU)
         for thread in threading.enumerate():  # a clip still in the making must not outlive us
             if thread.name == "riffradio generate":

@@ -79,8 +79,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["SCREENSHOT_TOKEN"] = TOKEN
 
+    from riffradio.app.application import StationApp
+    from riffradio.app.outputs import check_output
     from riffradio.playlist.loader import check_playlist
-    from riffradio.station.station import Station
 
     work = Path(tempfile.mkdtemp(prefix="riffradio-screenshot-"))
     model = args.model
@@ -90,11 +91,11 @@ def main() -> None:
         model = str(build_test_model(work / "tiny-model", size="tiny"))
     port = free_port()
     (work / "studio.yaml").write_text(PLAYLIST.format(port=port))
-    playlist, errors = check_playlist(work / "studio.yaml")
+    playlist, errors = check_playlist(work / "studio.yaml", check_output=check_output)
     if errors or playlist is None:
         raise SystemExit("\n".join(errors))
-    station = Station(playlist, model=model, device="cpu")
-    thread = threading.Thread(target=lambda: asyncio.run(station.run()), daemon=True)
+    app = StationApp(playlist, model=model, device="cpu")
+    thread = threading.Thread(target=lambda: asyncio.run(app.run()), daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
 
@@ -128,7 +129,7 @@ def main() -> None:
     finally:
         desktop.quit()
         phone.quit()
-        station.stop()
+        app.stop()
         thread.join(30)
         shutil.rmtree(work, ignore_errors=True)
 

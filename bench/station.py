@@ -33,7 +33,9 @@ from riffradio.sinks.file import FileSink, cue_path_for  # noqa: E402
 from riffradio.station.buffer import CrossfadeBuffer  # noqa: E402
 from riffradio.station.consumer import Consumer  # noqa: E402
 from riffradio.station.state import StationState  # noqa: E402
-from riffradio.station.station import SAMPLE_RATE_HZ, Station  # noqa: E402
+from riffradio.core.defaults import SAMPLE_RATE_HZ  # noqa: E402
+from riffradio.spectrogram.vocoder import Vocoder  # noqa: E402
+from riffradio.station.station import Station  # noqa: E402
 
 PLAYLIST = """\
 station: {name: Bench, steps: 4, crossfade_seconds: 0.5, lookahead_clips: 2}
@@ -51,9 +53,10 @@ def bench_render(model: Path, seconds: float, directory: Path) -> None:
     engine = RiffEngine.load(str(model), device="cpu")
     out = directory / "render.flac"
     sink = FileSink(out, cue_path=cue_path_for(out), overwrite=True)
-    station = Station(playlist, engine=engine, sinks=[sink], realtime=False, control=False)
+    station = Station(playlist, sinks=[sink], realtime=False)
+    vocoder = Vocoder(device=engine.device)
     started = time.perf_counter()
-    asyncio.run(station.run(seconds))
+    asyncio.run(station.run(engine, vocoder, seconds))
     wall = time.perf_counter() - started
     producer = station.producer
     assert producer is not None

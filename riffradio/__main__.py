@@ -1,3 +1,3 @@
-from riffradio.cli import main
+from riffradio.app.cli import main
 
 raise SystemExit(main())

@@ -64,7 +64,7 @@ NORMAL_RIFFS = "  - {prompt: jazzy lofi hip hop, seed: 42, to: church bells on s
 # `riffradio play`, plus a dump of every thread's stack on SIGUSR1 for a drill that fails.
 RUN_WITH_THREAD_DUMPS = (
     "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
-    "from riffradio.cli import main; sys.exit(main())"
+    "from riffradio.app.cli import main; sys.exit(main())"
 )
 
 

@@ -12,7 +12,7 @@ import soundfile
 import torch
 from PIL import Image
 
-from riffradio.cli import main
+from riffradio.app.cli import main
 from riffradio.engine.loading import (
     canonical_scheduler_name,
     is_out_of_memory,

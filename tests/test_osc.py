@@ -37,6 +37,9 @@ class StateStation:
         self.state = StationState(riff_count)
         self.metrics = StationMetrics()
 
+    def add_block_listener(self, listener: Any) -> None:
+        """Nothing plays here: no blocks, no listeners to call."""
+
     def nowplaying(self) -> dict[str, Any]:
         snap = self.state.snapshot()
         return {"now": {"title": snap.live_prompt or f"riff {snap.riff_index}"}, "state_version": snap.version}

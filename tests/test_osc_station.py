@@ -72,13 +72,15 @@ def title_on_air(station: Any) -> str | None:
 def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    from riffradio.app.application import StationApp
+    from riffradio.app.outputs import check_output
     from riffradio.playlist.loader import check_playlist
-    from riffradio.station.station import Station
 
     port = free_udp_port()
-    playlist, errors = check_playlist(write_playlist(tmp_path, port))
+    playlist, errors = check_playlist(write_playlist(tmp_path, port), check_output=check_output)
     assert not errors and playlist is not None
-    station = Station(playlist, model=str(tiny_model_dir), device="cpu")
+    app = StationApp(playlist, model=str(tiny_model_dir), device="cpu")
+    station = app.station
     next_index: list[int] = []
 
     def on_change(name: str, value: Any) -> None:  # runs inside the OSC handler, before the producer moves
@@ -91,7 +93,7 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
         loop = asyncio.get_running_loop()
         on_air = asyncio.Event()
         station.add_on_air_listener(on_air.set)
-        task = asyncio.create_task(station.run())
+        task = asyncio.create_task(app.run())
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
@@ -142,7 +144,7 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
         finally:
             collector.cancel()
             sock.close()
-            station.stop()
+            app.stop()
             await asyncio.wait_for(task, 60)
 
     try:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from riffradio.app.outputs import check_output
 from riffradio.playlist import PlaylistError, check_playlist, check_playlist_text, load_playlist
 from riffradio.playlist.model import OscConfig
 
@@ -84,7 +85,7 @@ riffs:
     clips: 0
   - {promt: x}
 """
-    playlist, errors = check_playlist_text(text, "bad.yaml", environ={})
+    playlist, errors = check_playlist_text(text, "bad.yaml", environ={}, check_output=check_output)
     assert playlist is None
     expected = [
         "bad.yaml:1:20: unknown key 'stepz' in station (did you mean 'steps'?)",
@@ -154,7 +155,7 @@ def test_load_playlist_raises_one_line_with_a_count(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "playlists").glob("*.yaml")))
 def test_bundled_playlists_pass_check(name: str) -> None:
-    playlist, errors = check_playlist(REPO / "playlists" / name, environ={})
+    playlist, errors = check_playlist(REPO / "playlists" / name, environ={}, check_output=check_output)
     assert errors == []
     assert playlist is not None and playlist.riffs
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from riffradio.cli import main
+from riffradio.app.cli import main
 from riffradio.errors import RiffradioError
 from riffradio.spectrogram.audio_io import read_audio, write_audio
 from riffradio.spectrogram.image import load_spectrogram_image

@@ -11,7 +11,7 @@ import soundfile
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.fanout import Fanout
-from riffradio.sinks.registry import create_sinks
+from riffradio.app.outputs import build_sinks
 from servers import (  # fixtures are imported by name; pytest finds them in this module
     IcecastServer,
     Music,
@@ -44,7 +44,7 @@ def test_all_outputs_play_together_and_an_icecast_crash_costs_the_others_nothing
         OutputSpec("rtmp", {"url": rtmp_server.url("all-outputs-key"), "width": 640, "height": 360, "fps": 15}),
         OutputSpec("file", {"path": str(tmp_path / "station.flac"), "cue": False}),
     ]
-    sinks = create_sinks(specs, "playlist.yaml")
+    sinks = build_sinks(specs, "playlist.yaml")
     metrics = StationMetrics()
     fanout = Fanout(sinks, metrics=metrics)
     blocks = music_blocks(music)[: int(14 * 44100 / 4096)]

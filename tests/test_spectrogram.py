@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from riffradio.cli import main
+from riffradio.app.cli import main
 from riffradio.errors import RiffradioError
 from riffradio.spectrogram.audio_io import read_audio, write_audio
 from riffradio.spectrogram.image import (

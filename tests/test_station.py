@@ -23,13 +23,14 @@ import pyloudnorm
 import pytest
 import soundfile
 
+from riffradio.app.application import StationApp
 from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.playlist import load_playlist
 from riffradio.sinks.file import FileSink
 from riffradio.station.consumer import DEFAULT_BLOCK_FRAMES
 from riffradio.station.plan import plan_clips
 from riffradio.station.state import StateSnapshot
-from riffradio.station.station import SAMPLE_RATE_HZ, Station
+from riffradio.core.defaults import SAMPLE_RATE_HZ
 
 CLIP_FRAMES = 225_792  # 5.12 s at 44.1 kHz, Riffusion's 512-pixel image
 BLOCK_SECONDS = DEFAULT_BLOCK_FRAMES / SAMPLE_RATE_HZ
@@ -131,7 +132,8 @@ def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
     playlist = load_playlist(_write_playlist(tmp_path, recording, lookahead=1))
     # 5 s a riff on top of the real work: slower than the 4.6 s each clip adds to the stream
     engine = DelayedEngine(RiffEngine.load(str(tiny_model_dir), device="cpu"), delay_seconds=5.0)
-    station = Station(playlist, engine=engine)
+    app = StationApp(playlist, engine=engine)
+    station = app.station
     on_air: list[float] = []
     station.add_on_air_listener(lambda: on_air.append(time.monotonic()))
     change: dict[str, Any] = {}
@@ -156,7 +158,7 @@ def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
 
     async def run_with_guard() -> None:
         asyncio.get_running_loop().call_later(600, station.stop)  # a guard, never the normal end
-        await station.run()
+        await app.run()
 
     asyncio.run(run_with_guard())
     assert "heard" in change, "the DJ's prompt never became audible"
@@ -201,7 +203,8 @@ def test_a_fader_being_moved_is_followed_not_frozen_and_its_final_value_wins(tmp
     import threading
 
     recording = tmp_path / "sweep.wav"
-    station = Station(load_playlist(_write_playlist(tmp_path, recording, lookahead=1)), model=str(tiny_model_dir))
+    app = StationApp(load_playlist(_write_playlist(tmp_path, recording, lookahead=1)), model=str(tiny_model_dir))
+    station = app.station
     heard: dict[str, Any] = {}
     stop_sweep = threading.Event()
     final_denoising = 0.95
@@ -233,7 +236,7 @@ def test_a_fader_being_moved_is_followed_not_frozen_and_its_final_value_wins(tmp
 
     async def run_with_guard() -> None:
         asyncio.get_running_loop().call_later(300, station.stop)  # a guard, never the normal end
-        await station.run()
+        await app.run()
 
     asyncio.run(run_with_guard())
     stop_sweep.set()
@@ -286,13 +289,13 @@ def test_station_engine_options_reach_the_loaded_engine(tmp_path: Path, tiny_mod
     path = tmp_path / "engine.yaml"
     path.write_text("station: {dtype: bfloat16, scheduler: ddim}\nriffs:\n  - {prompt: a}\n")
     playlist = load_playlist(path)
-    from_playlist = Station(playlist, model=str(tiny_model_dir), device="cpu", control=False)
-    asyncio.run(from_playlist._load())
+    from_playlist = StationApp(playlist, model=str(tiny_model_dir), device="cpu", control=False)
+    asyncio.run(from_playlist.load_engine())
     assert from_playlist.engine is not None
     assert str(from_playlist.engine.dtype) == "torch.bfloat16"
     assert type(from_playlist.engine.model.scheduler).__name__ == "DDIMScheduler"
-    overridden = Station(playlist, model=str(tiny_model_dir), device="cpu", dtype="float32", control=False)
-    asyncio.run(overridden._load())
+    overridden = StationApp(playlist, model=str(tiny_model_dir), device="cpu", dtype="float32", control=False)
+    asyncio.run(overridden.load_engine())
     assert overridden.engine is not None and str(overridden.engine.dtype) == "torch.float32"
 
 

@@ -16,7 +16,7 @@ import soundfile
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.file import FileSink, file_sink_from_spec
-from riffradio.sinks.registry import check_output, create_sinks
+from riffradio.app.outputs import build_sinks, check_output
 from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.consumer import Consumer
 from riffradio.station.state import StationState
@@ -82,7 +82,7 @@ def test_factory_options_and_numbered_files(tmp_path: Path) -> None:
     assert "unknown file option 'pth'" in str(check_output(OutputSpec("file", {"pth": "a.flac"})))
     assert "needs 'path" in str(check_output(OutputSpec("file", {})))
     with pytest.raises(Exception, match=r"^station.yaml:7:5: output: unknown output type 'nope'"):
-        create_sinks([OutputSpec("nope", {}, line=7, column=5)], "station.yaml")
+        build_sinks([OutputSpec("nope", {}, line=7, column=5)], "station.yaml")
     # an opened recording that got no audio leaves no empty file behind
     sink.open()
     sink.close()

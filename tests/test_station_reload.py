@@ -8,23 +8,24 @@ from pathlib import Path
 import pytest
 
 from riffradio.playlist import load_playlist
-from riffradio.station.station import Station
+from riffradio.app.application import StationApp
 
 
 def test_reload_switches_or_keeps_the_old_playlist(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "station.yaml"
     path.write_text("riffs:\n  - {prompt: a}\n  - {prompt: b}\n  - {prompt: c}\n")
-    station = Station(load_playlist(path), sinks=[])
+    app = StationApp(load_playlist(path), sinks=[])
+    station = app.station
     station.state.goto_riff(2)
     path.write_text("riffs:\n  - {prompt: x}\n  - {prompt: y, clips: 0}\n  - {promt: z}\n")
     caplog.set_level(logging.INFO)
-    errors = station.reload(path)
+    errors = app.reload(path)
     assert [e.split(": ")[0] for e in errors] == [f"{path}:3:24", f"{path}:4:5", f"{path}:4:6"]
     assert [r.prompt for r in station.playlist.riffs] == ["a", "b", "c"]  # still the old one
     assert any(f"{path}:3:24" in record.getMessage() for record in caplog.records)
 
     path.write_text("riffs:\n  - {prompt: x}\n  - {prompt: y}\n")
-    assert station.reload(path) == []
+    assert app.reload(path) == []
     assert [r.prompt for r in station.playlist.riffs] == ["x", "y"]
     assert station.state.riff_count == 2 and station.state.snapshot().riff_index == 0
     station.state.goto_riff(1)  # the new bounds apply to control at once
@@ -37,10 +38,11 @@ def test_reload_switches_or_keeps_the_old_playlist(tmp_path: Path, caplog: pytes
 def test_reload_says_which_engine_keys_wait_for_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "station.yaml"
     path.write_text("station: {steps: 20}\nriffs:\n  - {prompt: a}\n")
-    station = Station(load_playlist(path), sinks=[])
+    app = StationApp(load_playlist(path), sinks=[])
+    station = app.station
     path.write_text("station: {steps: 30, dtype: bfloat16, scheduler: dpm++}\nriffs:\n  - {prompt: a}\n")
     caplog.set_level(logging.INFO)
-    assert station.reload(path) == []
+    assert app.reload(path) == []
     assert station.playlist.station.steps == 30  # what the plan reads switches at the next clip
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [

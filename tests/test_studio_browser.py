@@ -61,25 +61,27 @@ class RunningStation:
     def __init__(self, playlist_path: Path, model: Path) -> None:
         import os
 
+        from riffradio.app.application import StationApp
+        from riffradio.app.outputs import check_output
         from riffradio.playlist.loader import check_playlist
-        from riffradio.station.station import Station
 
         os.environ["STUDIO_TEST_TOKEN"] = TOKEN
-        playlist, errors = check_playlist(playlist_path)
+        playlist, errors = check_playlist(playlist_path, check_output=check_output)
         assert not errors and playlist is not None, errors
-        self.station = Station(playlist, model=str(model), device="cpu")
+        self.app = StationApp(playlist, model=str(model), device="cpu")
+        self.station = self.app.station
         self.on_air = threading.Event()
         self.station.add_on_air_listener(self.on_air.set)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        until(lambda: self.station._servers or self.error, "the HTTP server", 60)
+        until(lambda: self.app.servers or self.error, "the HTTP server", 60)
         assert self.error is None, self.error
-        self.url = self.station._servers[0].url
+        self.url = self.app.servers[0].url
 
     def _run(self) -> None:
         try:
-            asyncio.run(self.station.run())
+            asyncio.run(self.app.run())
         except BaseException as error:  # noqa: BLE001 - reported by the test
             self.error = error
 
@@ -92,7 +94,7 @@ class RunningStation:
         return now["song"]["title"] if now else None
 
     def stop(self) -> None:
-        self.station.stop()
+        self.app.stop()
         self.thread.join(30)
 
 

@@ -148,7 +148,7 @@ def test_status_follows_the_title_on_air(manager: ManagerSocket) -> None:
 
 JOURNAL_CHILD = """
 import logging, sys
-from riffradio.cli import configure_logging
+from riffradio.app.cli import configure_logging
 configure_logging("DEBUG")
 log = logging.getLogger("riffradio.drill")
 log.debug("every block"); log.info("on air"); log.warning("underrun"); log.error("reload failed")

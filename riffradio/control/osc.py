@@ -79,13 +79,22 @@ class OscConfigLike(Protocol):
     allow: Sequence[str]
 
 
-class StationView(Protocol):
-    """What the OSC server needs from the station."""
+@dataclasses.dataclass(frozen=True)
+class OscViews:
+    """What the OSC server reads from and writes to the station (narrow views, no Station).
+
+    Attributes:
+        state: the live state (written by the setters, subscribed for change echoes).
+        metrics: the station's Prometheus series (message outcomes).
+        nowplaying: the station's now-playing document (state answers).
+        add_block_listener: registers a callable the audio clock calls after every block, so
+            subscribers follow the title on air (a no-op where nothing plays).
+    """
 
     state: StationState
     metrics: StationMetrics
-
-    def nowplaying(self) -> dict[str, Any]: ...
+    nowplaying: Callable[[], dict[str, Any]]
+    add_block_listener: Callable[[Callable[[AudioBlock], None]], None] = lambda listener: None
 
 
 # -- reading datagrams (pure functions) ---------------------------------------------------------
@@ -376,7 +385,7 @@ class OscServer:
         rejection_log: the rate-limited log of rejections (lines logged and suppressed).
     """
 
-    def __init__(self, station: StationView, allow: Sequence[str]) -> None:
+    def __init__(self, station: OscViews, allow: Sequence[str]) -> None:
         self._state = station.state
         self._metrics = station.metrics
         self._nowplaying = station.nowplaying
@@ -562,7 +571,7 @@ class OscServer:
             self._send(dgram, target)
 
 
-async def serve_osc(config: OscConfigLike, station: StationView) -> OscServer:
+async def serve_osc(config: OscConfigLike, station: OscViews) -> OscServer:
     """Listen for OSC on ``config.host:config.port`` (port 0 = a free one) and steer ``station``.
 
     Raises:
@@ -571,7 +580,5 @@ async def serve_osc(config: OscConfigLike, station: StationView) -> OscServer:
     """
     server = OscServer(station, list(getattr(config, "allow", None) or ()))
     await server._start(str(config.host), int(config.port))
-    add_block_listener = getattr(station, "add_block_listener", None)
-    if add_block_listener is not None:  # a running Station: subscribers follow the title on air
-        add_block_listener(server.on_block)
+    station.add_block_listener(server.on_block)  # subscribers follow the title on air
     return server

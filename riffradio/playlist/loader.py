@@ -247,10 +247,16 @@ def _check_seed_reference(reference: str) -> str | None:
     return None
 
 
+OutputChecker = Callable[[OutputSpec], str | None]
+"""Given an ``outputs:`` entry, None if it makes a sink, else the one-line reason (the
+application passes ``riffradio.app.outputs.check_output``; the loader does not know the sinks)."""
+
+
 class _PlaylistBuilder:
-    def __init__(self, reader: _Reader, check_references: bool) -> None:
+    def __init__(self, reader: _Reader, check_references: bool, check_output: OutputChecker | None) -> None:
         self.r = reader
         self.check_references = check_references
+        self.check_output = check_output
 
     def station(self, node: yaml.Node | None) -> StationSpec:
         if node is None:
@@ -376,8 +382,6 @@ class _PlaylistBuilder:
         if not isinstance(node, yaml.SequenceNode):
             self.r.error(node, f"outputs must be a list of {{type: ..., ...}}, got {_kind(node)}")
             return ()
-        from riffradio.sinks.registry import check_output
-
         outputs: list[OutputSpec] = []
         for number, item in enumerate(node.value, start=1):
             what = f"output {number}"
@@ -398,7 +402,7 @@ class _PlaylistBuilder:
                     self.r.error(item, f"{what} has no 'type' (file, speakers, icecast, rtmp)")
                 continue
             spec = OutputSpec(type=output_type, options=options, line=line, column=column)
-            problem = check_output(spec)
+            problem = self.check_output(spec) if self.check_output is not None else None
             if problem:
                 self.r.error(item, f"{what}: {problem}")
                 continue
@@ -497,9 +501,21 @@ class _PlaylistBuilder:
 
 
 def check_playlist_text(
-    text: str, path: str | Path, environ: Mapping[str, str] | None = None, check_references: bool = True
+    text: str,
+    path: str | Path,
+    environ: Mapping[str, str] | None = None,
+    check_references: bool = True,
+    check_output: OutputChecker | None = None,
 ) -> tuple[Playlist | None, list[str]]:
-    """Parse and check a playlist; returns the playlist (None on errors) and every error message."""
+    """Parse and check a playlist; returns the playlist (None on errors) and every error message.
+
+    Args:
+        text: the YAML.
+        path: where it was read from (for messages; relative image paths are relative to it).
+        environ: for ``${NAME}`` (``os.environ`` if None).
+        check_references: resolve seed and mask images now.
+        check_output: checks each ``outputs:`` entry's options; None checks only their shape.
+    """
     path = Path(path)
     reader = _Reader(path, os.environ if environ is None else environ)
     try:
@@ -513,7 +529,7 @@ def check_playlist_text(
         return None, [f"{path}:1:1: invalid YAML: {str(error).splitlines()[0]}"]
     if root is None:
         return None, [f"{path}:1:1: the playlist is empty; it needs at least 'riffs:'"]
-    builder = _PlaylistBuilder(reader, check_references)
+    builder = _PlaylistBuilder(reader, check_references, check_output)
     sections = reader.mapping(root, TOP_KEYS, "the playlist")
     playlist = None
     if sections is not None:
@@ -530,7 +546,9 @@ def check_playlist_text(
     return (None if errors else playlist), errors
 
 
-def check_playlist(path: str | Path, environ: Mapping[str, str] | None = None) -> tuple[Playlist | None, list[str]]:
+def check_playlist(
+    path: str | Path, environ: Mapping[str, str] | None = None, check_output: OutputChecker | None = None
+) -> tuple[Playlist | None, list[str]]:
     """Read and check the playlist file at ``path``; see :func:`check_playlist_text`."""
     path = Path(path)
     try:
@@ -539,12 +557,14 @@ def check_playlist(path: str | Path, environ: Mapping[str, str] | None = None) -
         return None, [f"{path}:1:1: no such playlist file"]
     except (OSError, UnicodeDecodeError) as error:
         return None, [f"{path}:1:1: cannot read the playlist: {error}"]
-    return check_playlist_text(text, path, environ)
+    return check_playlist_text(text, path, environ, check_output=check_output)
 
 
-def load_playlist(path: str | Path, environ: Mapping[str, str] | None = None) -> Playlist:
+def load_playlist(
+    path: str | Path, environ: Mapping[str, str] | None = None, check_output: OutputChecker | None = None
+) -> Playlist:
     """Read a playlist, raising :class:`PlaylistError` (with every error) if anything is wrong."""
-    playlist, errors = check_playlist(path, environ)
+    playlist, errors = check_playlist(path, environ, check_output)
     if errors or playlist is None:
         raise PlaylistError(errors or [f"{path}:1:1: the playlist could not be read"])
     return playlist

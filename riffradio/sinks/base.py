@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from riffradio.core.types import AudioBlock
+
+if TYPE_CHECKING:
+    from riffradio.sinks.encoders import EncoderPool
 
 
 class SinkError(Exception):
@@ -49,6 +53,18 @@ class Sink(abc.ABC):
 
     #: unique, human-readable name used in logs and status (never contains secrets)
     name: str
+
+    #: exact strings (passwords, stream keys) the fan-out masks as ``***`` in every log line
+    secrets: tuple[str, ...] = ()
+
+    #: True for a sink that encodes and shares its encodes (then :meth:`bind_encoders` matters)
+    shares_encoders: bool = False
+
+    def bind_encoders(self, pool: EncoderPool) -> None:
+        """Share encodes with the station's other outputs of the same settings (no-op by default).
+
+        The fan-out calls it once, before :meth:`open`, for every sink with ``shares_encoders``.
+        """
 
     @abc.abstractmethod
     def open(self) -> None:

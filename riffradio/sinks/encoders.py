@@ -310,6 +310,7 @@ class EncodingOutput:
     """
 
     settings: EncoderSettings
+    shares_encoders = True
     _pool: EncoderPool | None = None
     _encoder: SharedEncoder | None = None
 

@@ -97,7 +97,7 @@ class _SinkWorker:
         self.sink = sink
         self.name = sink.name
         # Sinks may list strings that must never reach a log line (stream keys, passwords).
-        self.secrets: tuple[str, ...] = tuple(s for s in getattr(sink, "secrets", ()) if s)
+        self.secrets: tuple[str, ...] = tuple(s for s in sink.secrets if s)
         self.metrics = metrics
         self.first_retry_seconds = first_retry_seconds
         self.max_retry_seconds = max_retry_seconds
@@ -278,7 +278,7 @@ class Fanout:
         ]
         # Mounts of the same format share one encode (Liquidsoap's shared encoders).
         self._encoders = None
-        sharing = [sink for sink in sinks if hasattr(sink, "bind_encoders")]
+        sharing = [sink for sink in sinks if sink.shares_encoders]
         if sharing:
             from riffradio.sinks.encoders import EncoderPool  # PyAV: only when a sink encodes
 

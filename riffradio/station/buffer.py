@@ -123,6 +123,7 @@ class CrossfadeBuffer:
         self.sample_rate_hz = sample_rate_hz
         self.crossfade_seconds = crossfade_seconds
         self.on_underrun = on_underrun
+        self._change_listeners: list[Callable[[], None]] = []
         self._lock = threading.Condition()
         self._queue: collections.deque[Clip] = collections.deque()
         self._current: _Voice | None = None
@@ -156,6 +157,14 @@ class CrossfadeBuffer:
             self._queue.append(clip)
             self._lock.notify_all()
             return dropped
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (outside the lock, on the reading thread) whenever a queued clip starts."""
+        self._change_listeners.append(listener)
+
+    def remove_change_listener(self, listener: Callable[[], None]) -> None:
+        if listener in self._change_listeners:
+            self._change_listeners.remove(listener)
 
     def wait_for_change(self, timeout_seconds: float) -> None:
         """Block until a clip is pushed or read starts one (or the timeout passes)."""
@@ -238,6 +247,7 @@ class CrossfadeBuffer:
         """
         out = np.zeros((self.channels, frames), dtype=np.float32)
         underrun_clip: int | None = None
+        started = self.clips_started
         with self._lock:
             now = None
             written = 0
@@ -277,6 +287,9 @@ class CrossfadeBuffer:
             self.frames_read += frames
         if underrun_clip is not None and self.on_underrun is not None:
             self.on_underrun(underrun_clip)
+        if self.clips_started != started or underrun_clip is not None:
+            for listener in list(self._change_listeners):
+                listener()
         return out, now
 
     def _start_fade(self, clip: Clip, fade_frames: int, fallback: bool) -> None:

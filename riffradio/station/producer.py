@@ -17,11 +17,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from riffradio.core.types import Clip, RiffRequest
+from riffradio.core.types import Clip, RiffRequest, RiffResult
 from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import Playlist
@@ -30,10 +30,15 @@ from riffradio.station.loudness import normalise_clip
 from riffradio.station.plan import START, PlanPosition, PlannedClip, plan_next
 from riffradio.station.state import StationState
 
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+    from riffradio.spectrogram.params import SpectrogramParams
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_POLL_SECONDS = 0.02
 # A change is planned once the state has been still this long: the messages of one gesture
 # (a prompt and its seed, a controller's burst) come within a few ms of each other.
 DEFAULT_SETTLE_SECONDS = 0.05
@@ -44,11 +49,24 @@ _MAX_FAILURE_BACKOFF_SECONDS = 10.0
 
 
 class Engine(Protocol):
-    def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> Any: ...
+    """What the producer needs of the diffusion engine (:class:`riffradio.engine.pipeline.RiffEngine`)."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the engine runs (the vocoder runs there too)."""
+
+    def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> RiffResult:
+        """The spectrogram image for ``request``; raises ``Cancelled`` when ``should_cancel()`` says so."""
 
 
 class Vocoder(Protocol):
-    def image_to_audio(self, image: Any, should_cancel: CancelCheck | None = None) -> np.ndarray: ...
+    """What the producer needs of the vocoder (:class:`riffradio.spectrogram.vocoder.Vocoder`)."""
+
+    params: SpectrogramParams
+    """The spectrogram's parameters; ``params.sample_rate_hz`` is the audio's rate."""
+
+    def image_to_audio(self, image: Image.Image, should_cancel: CancelCheck | None = None) -> np.ndarray:
+        """Float32 audio ``(channels, samples)`` (or ``(samples,)``) at ``params.sample_rate_hz``."""
 
 
 async def run_in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
@@ -153,6 +171,30 @@ class Producer:
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
         self._failures = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None  # set on every state change and every clip started
+
+    @property
+    def busy(self) -> bool:
+        """True while a worker thread is making a clip (torch may be running)."""
+        return not self.idle.is_set()
+
+    def wake(self) -> None:
+        """Something the producer waits for may have changed (thread-safe: the state's and the buffer's listeners)."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None:
+            return
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:  # the loop is closed: the station stopped
+            pass
+
+    async def _wait_for_wake(self, timeout_seconds: float | None = None) -> None:
+        assert self._wake is not None
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout_seconds)
+        except asyncio.TimeoutError:
+            pass
 
     # -- control ---------------------------------------------------------------------------------
     def switch_playlist(self, playlist: Playlist) -> None:
@@ -165,12 +207,25 @@ class Producer:
     # -- the task --------------------------------------------------------------------------------
     async def run(self) -> None:
         """Produce forever (until cancelled)."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        unsubscribe = self.state.subscribe(lambda _name, _value: self.wake())
+        self.buffer.add_change_listener(self.wake)
+        try:
+            await self._produce()
+        finally:
+            unsubscribe()
+            self.buffer.remove_change_listener(self.wake)
+
+    async def _produce(self) -> None:
+        assert self._wake is not None
         while True:
+            self._wake.clear()  # before looking: a change from now on wakes the wait below
             snapshot = self.state.snapshot()
             if snapshot.version != self._version:
                 self._replan(snapshot.version)
             if self.buffer.pending_clips_since(snapshot.version) >= self.lookahead_clips:
-                await asyncio.sleep(_POLL_SECONDS)
+                await self._wait_for_wake()
                 continue
             committed = False
             if snapshot.version != self._planned_version:
@@ -227,15 +282,19 @@ class Producer:
 
     async def _wait_until_settled(self) -> bool:
         """Wait until the state has been still for ``settle_seconds``; False if it still changes after ``max_settle_seconds``."""
+        assert self._wake is not None
         started = last_change = time.monotonic()
         version = self.state.snapshot().version
         while True:
             now = time.monotonic()
-            if now - last_change >= self.settle_seconds:
+            still_for, changing_for = now - last_change, now - started
+            if still_for >= self.settle_seconds:
                 return True
-            if now - started >= self.max_settle_seconds:
+            if changing_for >= self.max_settle_seconds:
                 return False
-            await asyncio.sleep(_POLL_SECONDS)
+            self._wake.clear()
+            if self.state.snapshot().version == version:
+                await self._wait_for_wake(min(self.settle_seconds - still_for, self.max_settle_seconds - changing_for))
             current = self.state.snapshot().version
             if current != version:
                 version, last_change = current, time.monotonic()

@@ -96,8 +96,22 @@ class StationState:
         return unsubscribe
 
     # -- writing -----------------------------------------------------------------------------
-    def _update(self, name: str, value: Any, replans: bool = True, **changes: Any) -> None:
+    def _update(
+        self,
+        name: str,
+        value: Any,
+        replans: bool = True,
+        derive: Callable[[StateSnapshot], dict[str, Any]] | None = None,
+        **changes: Any,
+    ) -> None:
+        """Apply ``changes`` (and what ``derive`` makes of the current snapshot) in one step under the lock.
+
+        ``derive`` is how a change that depends on the state (a knob among the knobs, the jump
+        counter) reads and writes without another writer slipping in between.
+        """
         with self._lock:
+            if derive is not None:
+                changes.update(derive(self._snapshot))
             version = self._snapshot.version + (1 if replans else 0)
             self._snapshot = replace(self._snapshot, version=version, **changes)
             listeners = list(self._listeners)
@@ -129,19 +143,20 @@ class StationState:
         if name not in RIFF_KNOBS:
             raise ValueError(f"unknown knob {name!r}; knobs are {', '.join(sorted(RIFF_KNOBS))}")
         checked = check_knob(name, value)
-        knobs = replace(self.snapshot().knobs, **{name: checked})
-        self._update(name, checked, knobs=knobs)
+        self._set_knobs(name, checked, **{name: checked})
+
+    def _set_knobs(self, name: str, value: Any, **knobs: Any) -> None:
+        """Change some of the knobs, keeping the others (read and written under the lock)."""
+        self._update(name, value, derive=lambda snapshot: {"knobs": replace(snapshot.knobs, **knobs)})
 
     def set_seed_image(self, reference: str) -> None:
         """Seed image by bundled name, path or spec (validated by the producer when resolved)."""
         check_text("seed_image", reference)
-        knobs = replace(self.snapshot().knobs, seed_image=reference.strip())
-        self._update("seed_image", reference, knobs=knobs)
+        self._set_knobs("seed_image", reference, seed_image=reference.strip())
 
     def set_negative_prompt(self, text: str) -> None:
         check_text("negative_prompt", text, allow_empty=True)
-        knobs = replace(self.snapshot().knobs, negative_prompt=text)
-        self._update("negative_prompt", text, knobs=knobs)
+        self._set_knobs("negative_prompt", text, negative_prompt=text)
 
     def next_riff(self) -> None:
         """Move to the next riff of the playlist (wrapping), dropping live prompt and hold."""
@@ -150,12 +165,11 @@ class StationState:
 
     def goto_riff(self, index: int) -> None:
         index = check_number("riff index", index, int, 0, self._riff_count - 1)
-        snap = self.snapshot()
         self._update(
             "goto",
             index,
+            derive=lambda snapshot: {"jump_count": snapshot.jump_count + 1},
             riff_index=index,
-            jump_count=snap.jump_count + 1,
             live_prompt=None,
             live_seed=None,
             live_to_prompt=None,

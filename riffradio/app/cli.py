@@ -1,29 +1,28 @@
-"""The ``riffradio`` command line: one dispatcher, each stage registers its own commands.
+"""The ``riffradio`` command line: one dispatcher; the tools of each stage register their commands.
 
-Every stage has a ``commands`` module with ``register(subparsers)``; heavy imports (torch,
-diffusers, PyAV) happen inside the command handlers, so ``riffradio check`` stays fast.
+The codec's, the engine's and the sinks' tools (``seed-image``, ``riff``, ``devices``, …) and the
+application's ``check``/``play``/``render`` each have ``register(subparsers)``; torch and
+diffusers are imported inside the command handlers, so ``riffradio check`` stays quick.
 A :class:`~riffradio.errors.RiffradioError` is printed as one line and a non-zero exit code.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from riffradio import __version__
+from riffradio.app import commands as station_commands
+from riffradio.control.systemd import LOG_FORMAT, log_formatter
+from riffradio.engine import commands as engine_commands
 from riffradio.errors import RiffradioError
+from riffradio.sinks import commands as sinks_commands
+from riffradio.spectrogram import commands as spectrogram_commands
 
 # Stage order = data-flow order; each module defines register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = (
-    "riffradio.spectrogram.commands",
-    "riffradio.engine.commands",
-    "riffradio.station.commands",
-    "riffradio.sinks.commands",
-    "riffradio.control.commands",
-)
+COMMAND_MODULES = (spectrogram_commands, engine_commands, station_commands, sinks_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,13 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     log_level_help = "logging level: DEBUG, INFO, WARNING, ERROR (default INFO)"
     parser.add_argument("--log-level", default="INFO", help=log_level_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue  # a stage without commands yet
+    for module in COMMAND_MODULES:
         module.register(subparsers)
     # ``riffradio play x.yaml --log-level DEBUG`` as well as ``riffradio --log-level DEBUG play x.yaml``
     for command in subparsers.choices.values():
@@ -51,8 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def configure_logging(level_name: str) -> None:
     """One line per event on stderr; with a ``<N>`` syslog priority prefix when stderr is the journal."""
-    from riffradio.control.systemd import LOG_FORMAT, log_formatter
-
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(log_formatter(sys.stderr))
     logging.basicConfig(level=getattr(logging, str(level_name).upper(), logging.INFO), format=LOG_FORMAT,

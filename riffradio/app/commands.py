@@ -8,21 +8,23 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from riffradio.app.application import StationApp
+from riffradio.app.outputs import check_output
 from riffradio.errors import RiffradioError
+from riffradio.playlist.loader import check_playlist
+from riffradio.playlist.model import Playlist
+from riffradio.sinks.file import FileSink, cue_path_for
 
 log = logging.getLogger(__name__)
 
 
-def _load(path: str) -> Any:
+def _load(path: str) -> Playlist:
     """The checked playlist, or every error on stderr and a one-line RiffradioError."""
-    from riffradio.playlist.loader import check_playlist
-
-    playlist, errors = check_playlist(path)
+    playlist, errors = check_playlist(path, check_output=check_output)
     if errors or playlist is None:
         for error in errors[:-1]:
             print(error, file=sys.stderr)
@@ -31,11 +33,9 @@ def _load(path: str) -> Any:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from riffradio.playlist.loader import check_playlist
-
     failed = 0
     for path in args.playlists:
-        playlist, errors = check_playlist(path)
+        playlist, errors = check_playlist(path, check_output=check_output)
         for error in errors:
             print(error)
         if errors or playlist is None:
@@ -47,13 +47,12 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _exit_hard_if_busy(code: int) -> int:
-    """Leave at once when a riff is still running in a worker thread (a slow CPU can take minutes).
+def _exit_hard_if_busy(app: StationApp, code: int) -> int:
+    """Leave at once when a worker thread still runs torch (a riff on a slow CPU can take minutes).
 
     Everything that matters is closed by now: recordings finalised, outputs closed.
     """
-    busy = [t for t in threading.enumerate() if t.name == "riffradio generate" and t.is_alive()]
-    if busy:
+    if app.busy:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -61,7 +60,7 @@ def _exit_hard_if_busy(code: int) -> int:
     return code
 
 
-def _install_signals(loop: asyncio.AbstractEventLoop, station: Any) -> None:
+def _install_signals(loop: asyncio.AbstractEventLoop, app: StationApp) -> None:
     """SIGINT/SIGTERM stop the station cleanly; a second one leaves at once."""
     received: list[int] = []
 
@@ -72,49 +71,27 @@ def _install_signals(loop: asyncio.AbstractEventLoop, station: Any) -> None:
             logging.shutdown()
             os._exit(1)
         log.info("%s: stopping (finishing the block, finalising recordings)", signal.Signals(number).name)
-        station.stop()
+        app.stop()
 
     for number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(number, on_signal, number)
 
 
-async def _serve(station: Any, seconds: float | None, playlist_path: str | None) -> None:
-    """Run ``station`` with signal handling and, when available, systemd notify and hot reload."""
-    loop = asyncio.get_running_loop()
-    _install_signals(loop, station)
-    notifier = reloader = None
-    if playlist_path is not None:
-        try:
-            from riffradio.control.reload import PlaylistReloader
-            from riffradio.control.systemd import Notifier, StatusReporter, Watchdog
-        except ModuleNotFoundError:  # the operations stage is not installed: plain play
-            pass
-        else:
-            notifier = Notifier()
-            watchdog = Watchdog(notifier)
-            station.add_block_listener(lambda block: watchdog.pet())
-            station.add_block_listener(StatusReporter(notifier, lambda: station.playlist.station.name).on_block)
-            station.add_on_air_listener(lambda: notifier.ready(f"on air: {station.playlist.station.name}"))
-            reloader = PlaylistReloader(station, Path(playlist_path), notifier=notifier)
-            await reloader.start()
-    try:
-        await station.run(seconds)
-    finally:
-        if notifier is not None:
-            notifier.stopping()
-        if reloader is not None:
-            await reloader.close()
+async def _serve(app: StationApp, seconds: float | None) -> None:
+    """Run ``app`` with SIGINT/SIGTERM handling."""
+    _install_signals(asyncio.get_running_loop(), app)
+    await app.run(seconds)
 
 
 def _play(args: argparse.Namespace) -> int:
-    from riffradio.station.station import Station
-
     playlist = _load(args.playlist)
     if args.seconds is not None and args.seconds <= 0:
         raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
-    station = Station(playlist, model=args.model, device=args.device, dtype=args.dtype, worker_grace_seconds=0.0)
-    asyncio.run(_serve(station, args.seconds, args.playlist))
-    return _exit_hard_if_busy(0)
+    app = StationApp(
+        playlist, model=args.model, device=args.device, dtype=args.dtype, operations=True, worker_grace_seconds=0.0
+    )
+    asyncio.run(_serve(app, args.seconds))
+    return _exit_hard_if_busy(app, 0)
 
 
 class ProgressBar:
@@ -151,9 +128,6 @@ class ProgressBar:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from riffradio.sinks.file import FileSink, cue_path_for
-    from riffradio.station.station import Station
-
     playlist = _load(args.playlist)
     if args.seconds <= 0:
         raise RiffradioError(f"--seconds must be positive, got {args.seconds}")
@@ -165,19 +139,20 @@ def _render(args: argparse.Namespace) -> int:
         sink = FileSink(out, cue_path=cue_path_for(out), overwrite=True)
     except ValueError as error:
         raise RiffradioError(f"-o {out}: {error}") from None
-    station = Station(
+    app = StationApp(
         playlist, model=args.model, device=args.device, dtype=args.dtype, sinks=[sink], realtime=False,
         control=False, worker_grace_seconds=0.0,
     )  # fmt: skip
+    station = app.station
     progress = ProgressBar(args.seconds)
     station.add_block_listener(lambda block: progress.update((block.start_frame + block.frames) / block.sample_rate_hz))
-    asyncio.run(_serve(station, args.seconds, None))
+    asyncio.run(_serve(app, args.seconds))
     progress.finish()
     failed = [status for status in station.fanout_statuses() if status.last_error]
     if failed:
         raise RiffradioError(f"{out}: {failed[0].last_error}")
     print(f"{out}: {station.seconds_played:.2f} s rendered, cue sheet {cue_path_for(out)}", file=sys.stderr)
-    return _exit_hard_if_busy(0)
+    return _exit_hard_if_busy(app, 0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
