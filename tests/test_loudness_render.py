@@ -26,7 +26,8 @@ import soundfile
 from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.playlist import load_playlist
 from riffradio.spectrogram.image import audio_to_image
-from riffradio.station.station import SAMPLE_RATE_HZ, Station
+from riffradio.app.application import StationApp
+from riffradio.core.defaults import SAMPLE_RATE_HZ
 from tests.music import EXCERPTS, music_excerpt
 
 TARGET_LUFS = -14.0
@@ -82,8 +83,8 @@ def test_a_stereo_render_of_recorded_music_is_on_target(tmp_path: Path) -> None:
     playlist_path = tmp_path / "station.yaml"
     playlist_path.write_text(PLAYLIST.format(recording=recording, target=TARGET_LUFS))
     engine = RecordedMusicEngine()
-    station = Station(load_playlist(playlist_path), engine=engine, realtime=False, control=False)
-    asyncio.run(station.run(seconds=25.0))
+    app = StationApp(load_playlist(playlist_path), engine=engine, realtime=False, control=False)
+    asyncio.run(app.run(seconds=25.0))
 
     audio, rate = soundfile.read(recording, dtype="float64")
     assert rate == SAMPLE_RATE_HZ and audio.shape[1] == 2
