@@ -31,11 +31,14 @@ Variants: with and without continuation (``--continuation`` seconds, rounded to 
 columns of 80 ms: the new clip's first columns are the previous clip's last ones — a perfect
 model's kept latents — the rest the recording's window) and with and without phase continuity
 (the vocoder continuing the previous clip's phase over the overlap, :meth:`Vocoder.decode`).
-Consecutive clips overlap by ``max(continuation, crossfade)`` on the timeline, and the
-crossfade lies in the middle of that overlap.
+Consecutive clips overlap by the crossfade, or with continuation by ``max(continuation,
+crossfade)`` in whole latent columns, all of it kept (:func:`overlap_frames`); the crossfade
+lies in the middle of the overlap.
 
 Run: ``python3 bench/seams.py`` (two recordings, 5 clips each; ``--quick``: one, 4 clips;
-``--recordings N``; ``--crossfades 0 0.5 1.3``;
+``--recordings N``; ``--bpm 60 99.5 128 174 200``: instead of recorded music, a synthesised drum
+loop at each tempo laid end to end (``riffradio.spectrogram.seeds``), so the grid deviation is
+measured against a known beat grid; ``--variants N …``: only those rows (0–3, default all); ``--crossfades 0 0.5 1.3``;
 ``--continuation 1.28``; ``--clips N``; ``--plot docs/seams-join.png``: a spectrogram of the mix
 around one join, without and with continuation + phase continuity).
 """
@@ -98,10 +101,19 @@ class Join:
 
 
 def overlap_frames(continuation_seconds: float, crossfade_seconds: float) -> tuple[int, int, int]:
-    """(kept frames, overlap frames, crossfade frames): continuation rounded to latent columns."""
-    kept = LATENT_COLUMN_FRAMES * round(continuation_seconds * 100 / LATENT_COLUMN_FRAMES)
+    """(kept frames, overlap frames, crossfade frames), as the station sizes them.
+
+    Without continuation the clips overlap by the crossfade (whole 10 ms frames). With it the
+    overlap is whole latent columns (8 frames), the continuation or the crossfade rounded up,
+    whichever is longer, and all of it is kept, so the crossfade always mixes two renderings of
+    the same columns.
+    """
     crossfade = round(crossfade_seconds * 100)
-    return kept, max(kept, crossfade), crossfade
+    kept = LATENT_COLUMN_FRAMES * round(continuation_seconds * 100 / LATENT_COLUMN_FRAMES)
+    if kept == 0:
+        return 0, crossfade, crossfade
+    overlap = max(kept, LATENT_COLUMN_FRAMES * math.ceil(crossfade / LATENT_COLUMN_FRAMES))
+    return overlap, overlap, crossfade
 
 
 def trims(overlap: int, crossfade: int) -> tuple[int, int]:
@@ -301,6 +313,14 @@ def plot_join(path: Path, mixes: dict[str, tuple[np.ndarray, list[int]]], crossf
     print(f"wrote {path}")
 
 
+def drum_recording(bpm: float, samples: int) -> np.ndarray:
+    """A synthesised rock drum loop at ``bpm`` (bars nearest 5.12 s) repeated to ``samples``: a recording with a known grid."""
+    from riffradio.spectrogram.seeds import DrumLoopSpec, render_drum_loop
+
+    loop = render_drum_loop(DrumLoopSpec(bpm=bpm, bass_hz=55.0), PARAMS)
+    return np.tile(loop, (1, samples // loop.shape[-1] + 1))[:, :samples]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one recording, 4 clips")
@@ -310,9 +330,13 @@ def main() -> int:
     parser.add_argument("--continuation", type=float, default=1.28, help="continuation seconds of the 'with' variants")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared machine)")
     parser.add_argument("--plot", type=Path, default=None, help="write a picture of a join to this PNG")
+    parser.add_argument("--bpm", type=float, nargs="+", default=[], help="drum loops at these tempi instead of recorded music")
+    parser.add_argument("--variants", type=int, nargs="+", default=[0, 1, 2, 3], help="which rows to run (0–3)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    recordings = RECORDINGS[: 1 if args.quick else args.recordings]
+    recordings: list[tuple[str, float]] = (
+        [(f"drums {bpm:g} BPM", bpm) for bpm in args.bpm] if args.bpm else list(RECORDINGS[: 1 if args.quick else args.recordings])
+    )
     clips = 4 if args.quick else args.clips
     variants = [
         Variant("independent clips, independent phase", 0.0, False),
@@ -320,6 +344,7 @@ def main() -> int:
         Variant(f"continuation {args.continuation:g} s, independent phase", args.continuation, False),
         Variant(f"continuation {args.continuation:g} s, phase continuity", args.continuation, True),
     ]
+    variants = [variants[index] for index in args.variants]
     vocoder = Vocoder(PARAMS)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average before: {os.getloadavg()}")
     rows = []
@@ -330,11 +355,16 @@ def main() -> int:
             joins, inside, cpu = [], [], []
             for track, start_seconds in recordings:
                 length = (clips - 1) * (FRAMES - overlap) * HOP + PARAMS.clip_samples
-                recording = music_excerpt(track, start_seconds, duration_seconds=length / RATE_HZ + 0.01)[:, :length]
+                if args.bpm:
+                    recording = drum_recording(start_seconds, length)
+                else:
+                    recording = music_excerpt(track, start_seconds, duration_seconds=length / RATE_HZ + 0.01)[:, :length]
                 images = clip_images(recording, clips, kept, overlap)
                 audios, cpu_seconds = decode(vocoder, images, overlap, variant.phase_continuity)
                 output, normalised, fade_starts = mix(audios, overlap, crossfade)
-                joins += measure(output, normalised, fade_starts, recording, overlap, crossfade)
+                these = measure(output, normalised, fade_starts, recording, overlap, crossfade)
+                print(f"  {track}: grid deviation per join (ms) {', '.join(f'{j.grid_deviation_ms:+.2f}' for j in these)}", flush=True)
+                joins += these
                 inside.append(inside_change_db(output, recording, fade_starts, crossfade))
                 cpu.append(cpu_seconds)
                 if args.plot is not None and crossfade_seconds == args.crossfades[0] and track == recordings[0][0]:
@@ -357,7 +387,7 @@ def main() -> int:
                 "centre level max abs dB": f"{max(levels):.2f}" if levels else "–",
                 "comb depth mean dB": f"{np.mean(combs):.2f}" if combs else "–",
                 "grid deviation max ms": f"{max(abs(j.grid_deviation_ms) for j in joins):.2f}",
-                "joins": f"{len(joins)}",
+                "joins": f"{len(joins)}" + (f" ({', '.join(f'{bpm:g}' for bpm in args.bpm)} BPM)" if args.bpm else ""),
                 "CPU s/clip": f"{np.mean(cpu):.2f}",
             }
             rows.append(row)
