@@ -174,7 +174,10 @@ def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
 
     audio, _ = soundfile.read(recording)
     assert abs(len(audio) / SAMPLE_RATE_HZ - station.seconds_played) <= BLOCK_SECONDS
-    assert _rms_windows(audio[int(0.1 * SAMPLE_RATE_HZ) :]).min() > 1e-3  # never silent, fallback included
+    # never silent, seed material and fallback included (0.5 s windows: the seed drum loop's
+    # hits are 0.32 s apart, with near-silence between them)
+    assert _rms_windows(audio[int(0.1 * SAMPLE_RATE_HZ) :], seconds=0.5).min() > 1e-3
+    assert audio[: int(0.5 * SAMPLE_RATE_HZ)].std() > 1e-3  # on air at once: the seed material
     cue = _cue(recording.with_suffix(".cue.jsonl"))
     assert any(entry["fallback"] for entry in cue)
     live = [entry for entry in cue if entry["to_prompt"] == "deep house at dawn"]

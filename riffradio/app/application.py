@@ -33,6 +33,7 @@ from riffradio.control.osc import OscViews, serve_osc
 from riffradio.control.reload import PlaylistReloader
 from riffradio.control.systemd import Notifier, StatusReporter, Watchdog
 from riffradio.engine.pipeline import RiffEngine
+from riffradio.engine.rehearsal import REHEARSAL_MODEL, RehearsalEngine
 from riffradio.errors import RiffradioError
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.loader import check_playlist
@@ -166,6 +167,9 @@ class StationApp:
         # The vocoder's module imports torch (seconds): not at the top, so that `check` stays quick.
         from riffradio.spectrogram.vocoder import Vocoder as SpectrogramVocoder
 
+        if self.engine is None and self.model == REHEARSAL_MODEL:
+            log.info("rehearsal: no model, each clip is its seed window (vocoder on %s)", self.device)
+            self.engine = RehearsalEngine(self.device)
         if self.engine is None:
             log.info("loading %s on %s", self.model, self.device)
             spec = self.playlist.station

@@ -160,7 +160,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     check.add_argument("playlists", nargs="+", metavar="PLAYLIST", help="YAML playlist file(s)")
     check.set_defaults(handler=_check)
 
-    model_help = "hub id or local diffusers directory (default: the playlist's station.model)"
+    model_help = (
+        "hub id or local diffusers directory, or 'none' for the rehearsal engine (no diffusion: each clip is"
+        " its seed window) (default: the playlist's station.model)"
+    )
     dtype_help = "float32, float16, bfloat16 (default: the playlist's station.dtype, else float16 on CUDA, float32 elsewhere)"
     play = subparsers.add_parser("play", help="run the station in real time")
     play.add_argument("playlist", metavar="PLAYLIST", help="YAML playlist file")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from riffradio.core.defaults import DEFAULT_SEED_IMAGE
+from riffradio.core.timeline import Placement
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +42,9 @@ class RiffRequest:
             Riffusion's mask maths from that clip's latents (the engine is handed them), rounded
             to whole latent columns of 0.08 s, 0 … 2.56; 0 (or no previous clip) makes the clip
             on its own (``riffradio.engine.continuation``).
+        seed_window_start_samples: where in the seed loop the 5.12 s init window starts, samples
+            at 44.1 kHz (taken modulo the loop): the clip's place on the station's timeline
+            (:mod:`riffradio.core.timeline`); 0 = the loop's start.
     """
 
     start_prompt: str
@@ -57,6 +61,7 @@ class RiffRequest:
     seed_image: str = DEFAULT_SEED_IMAGE
     mask_image: str | None = None
     continuation_seconds: float = 0.0
+    seed_window_start_samples: int = 0
 
     @property
     def title(self) -> str:
@@ -99,6 +104,10 @@ class Clip:
         generation_seconds: wall time engine + vocoder took for this clip.
         state_version: the station state version the plan read when it made this request;
             clips of an older version may be dropped when the DJ changes something.
+        placement: where the clip sits on the station's timeline (None: right after the
+            previous clip's end minus the crossfade, as a plain queue).
+        fallback: seed material played until generated clips are ready (``fallback`` in
+            now-playing and cue sheets; the first generated clip cuts in).
     """
 
     index: int
@@ -108,6 +117,8 @@ class Clip:
     image: Image.Image | None = None
     generation_seconds: float = 0.0
     state_version: int = 0
+    placement: Placement | None = None
+    fallback: bool = False
 
     @property
     def duration_seconds(self) -> float:

@@ -294,7 +294,7 @@ class RiffEngine:
             request=request,
             guidance_scale=mix(request.start_guidance, request.end_guidance, request.alpha),
             strength=mix(request.start_denoising, request.end_denoising, request.alpha),
-            init_image=_load_image(request.seed_image),
+            init_image=_load_image(request.seed_image, request.seed_window_start_samples),
             mask_image=mask_image,
             previous_latents=previous_latents if kept > 0 else None,
             kept_columns=kept,
@@ -421,7 +421,8 @@ class RiffEngine:
         vae = self._model.vae
         init_latents = []
         for item in batch:
-            distribution = self.init_cache.get_or_create(item.request.seed_image, lambda: self._encode_image(item.init_image))
+            window = (item.request.seed_image, item.request.seed_window_start_samples)
+            distribution = self.init_cache.get_or_create(window, lambda: self._encode_image(item.init_image))
             sample = vae.config.scaling_factor * distribution.sample(generator=self._generator(item.request.start_seed))
             if item.previous_latents is not None:
                 sample = continued_init_latents(sample, item.previous_latents, item.kept_columns)
@@ -594,14 +595,15 @@ def _step_parameters(scheduler: Any) -> set[str]:
     return set(inspect.signature(scheduler.step).parameters)
 
 
-def _load_image(reference: str) -> Image.Image:
-    """A seed or mask image from its reference (bundled name, file path or synthesis spec).
+def _load_image(reference: str, window_start_samples: int = 0) -> Image.Image:
+    """A seed or mask image from its reference (bundled name, file path or synthesis spec): the
+    5.12 s window of that loop from ``window_start_samples``.
 
-    ``load_seed_image`` caches per reference, so the engine's caches key on the reference too.
+    ``load_seed_window`` caches per (reference, window start), so the engine's caches key on them too.
     """
-    from riffradio.spectrogram.seeds import load_seed_image
+    from riffradio.spectrogram.seeds import load_seed_window
 
-    return load_seed_image(reference).convert("RGB")
+    return load_seed_window(reference, window_start_samples).convert("RGB")
 
 
 def _validate(request: RiffRequest) -> None:

@@ -1,15 +1,24 @@
-"""The crossfading ring buffer between the producer (clips) and the consumer (fixed blocks).
+"""The crossfading buffer between the producer (clips) and the consumer (fixed blocks).
 
-Clips queue up in order. Each join is a constant-power crossfade of ``crossfade_seconds``,
-sample-exact: the last N frames of one clip overlap the first N frames of the next. Its gains
+Clips queue up in order. Each join is a constant-power crossfade, sample-exact. Its gains
 follow the two clips' correlation there (:func:`crossfade_gains`): equal power (``cos``/``sin``)
 for unrelated clips, gains summing to one for two renderings of the same audio (a continued
-clip's phase-continuous overlap), so neither dips nor swells. Two rules keep it live and never silent:
+clip's phase-continuous overlap), so neither dips nor swells. A clip with a
+:class:`~riffradio.core.timeline.Placement` plays where it belongs on the station's one
+timeline: the buffer counts timeline samples as it reads, and the next clip starts at its
+``start_samples`` (plus the station's ``shift``, the lag left by underruns, a whole number of
+loops, bars or beats), the crossfade running from there over the overlap — so no crossfade ever
+moves the beat grid. A clip without one is played as a plain queue: the last N frames of one
+clip overlap the first N frames of the next. Two rules keep it live and never silent:
 
-* **cut in** — a clip made under a newer station-state version than the one playing (the DJ
-  changed something) does not wait for the end of the current clip: the crossfade starts at once;
-* **fallback** — when a join comes and no clip is queued, the playing clip crossfades into its own
-  beginning, the underrun is counted (once per episode) and the next clip that arrives cuts in.
+* **cut in** — a placed clip whose place has already begun (it came late: a DJ's change, or the
+  end of an underrun) starts at once, from where the timeline is in it
+  (:func:`~riffradio.core.timeline.late_start_offset_samples`); an unplaced clip of a newer
+  station-state version than the one playing starts its crossfade at once;
+* **fallback** — when a join comes and no clip is ready, the playing clip crossfades back into
+  itself by whole loops, bars or beats (:func:`~riffradio.core.timeline.repeat_back_samples`;
+  an unplaced clip: into its own beginning), the underrun is counted (once per episode) and the
+  next clip that arrives cuts in.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from riffradio.core.timeline import late_start_offset_samples, repeat_back_samples
 from riffradio.core.types import Clip, NowPlaying
 
 
@@ -79,11 +89,18 @@ def crossfade(outgoing: np.ndarray, incoming: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Voice:
-    """A clip being played from ``offset`` (frames)."""
+    """A clip being played from ``offset`` (frames).
+
+    ``start`` is the timeline position of the clip's sample 0 as played, ``shift`` the station's
+    lag it was started with (``start − placement.start`` for a generated clip; a fallback voice
+    keeps the shift of the clip it repeats, so the next clip's place is still known).
+    """
 
     clip: Clip
     offset: int = 0
     fallback: bool = False
+    start: int = 0
+    shift: int = 0
 
     @property
     def length(self) -> int:
@@ -92,6 +109,11 @@ class _Voice:
     @property
     def remaining(self) -> int:
         return self.length - self.offset
+
+    @property
+    def end(self) -> int:
+        """Timeline position just after the voice's last sample."""
+        return self.start + self.length
 
     def take(self, frames: int) -> np.ndarray:
         part = self.clip.audio[:, self.offset : self.offset + frames]
@@ -132,6 +154,7 @@ class CrossfadeBuffer:
         self._fade_position = 0
         self._fade_correlation = 0.0
         self.frames_read = 0
+        self.timeline_samples = 0  # timeline position of the next frame read
         self.underruns = 0
         self.fallback_frames = 0
         self.clips_started = 0
@@ -255,7 +278,10 @@ class CrossfadeBuffer:
                 if self._current is None:
                     if not self._queue:
                         break  # nothing ever pushed: the consumer waits for the first clip
-                    self._current = _Voice(self._queue.popleft())
+                    first = self._queue.popleft()
+                    if first.placement is not None:
+                        self.timeline_samples = first.placement.start_samples
+                    self._current = _Voice(first, fallback=first.fallback, start=self.timeline_samples)
                     self.clips_started += 1
                     self._lock.notify_all()
                 if now is None:
@@ -264,26 +290,34 @@ class CrossfadeBuffer:
                 if self._outgoing is not None:
                     written += self._mix_fade(out, written, wanted)
                     continue
-                fade = min(self._fade_frames_for(crossfade_seconds), self._current.length // 2)
-                if self._queue and (self._current.fallback or self._queue[0].state_version > self._current.clip.state_version):
+                current = self._current
+                fade = min(self._fade_frames_for(crossfade_seconds), current.length // 2)
+                head = self._queue[0] if self._queue else None
+                if head is not None and head.placement is not None and current.clip.placement is not None:
+                    due = head.placement.start_samples + current.shift
+                    if self.timeline_samples >= due:  # its place has come (or passed: it starts late)
+                        self._start_placed(self._queue.popleft(), self.timeline_samples - due, fade)
+                        continue
+                    if due <= current.end:  # it fits: play on up to its place
+                        part = min(wanted, due - self.timeline_samples)
+                        written += self._play(out, written, part)
+                        continue
+                elif head is not None and (current.fallback or head.state_version > current.clip.state_version):
                     # cut in: the DJ's change (or the end of an underrun) is heard at once
-                    self._start_fade(self._queue.popleft(), min(fade, self._current.remaining), fallback=False)
+                    self._start_fade(self._queue.popleft(), min(fade, current.remaining), fallback=False)
                     continue
-                to_join = self._current.remaining - fade
+                to_join = current.remaining - fade
                 if to_join > 0:
-                    part = min(wanted, to_join)
-                    out[:, written : written + part] = self._current.take(part)
-                    self._count_fallback(part)
-                    written += part
+                    written += self._play(out, written, min(wanted, to_join))
                     continue
-                if self._queue:
+                if head is not None and (head.placement is None or current.clip.placement is None):
                     self._start_fade(self._queue.popleft(), fade, fallback=False)
                 else:
-                    # underrun: the playing clip crossfades into its own start, once per episode counted
-                    if not self._current.fallback:
+                    # underrun: the playing clip crossfades back into itself, once per episode counted
+                    if not current.fallback:
                         self.underruns += 1
-                        underrun_clip = self._current.clip.index
-                    self._start_fade(self._current.clip, fade, fallback=True)
+                        underrun_clip = current.clip.index
+                    self._start_fade(current.clip, fade, fallback=True)
             self.frames_read += frames
         if underrun_clip is not None and self.on_underrun is not None:
             self.on_underrun(underrun_clip)
@@ -292,15 +326,49 @@ class CrossfadeBuffer:
                 listener()
         return out, now
 
+    def _play(self, out: np.ndarray, at: int, frames: int) -> int:
+        """Copy ``frames`` of the current voice alone into ``out[:, at:]``."""
+        assert self._current is not None
+        out[:, at : at + frames] = self._current.take(frames)
+        self._count_fallback(frames)
+        self.timeline_samples += frames
+        return frames
+
+    def _start_placed(self, clip: Clip, late_samples: int, fade_frames: int) -> None:
+        """Start a placed clip whose place began ``late_samples`` ago (0: exactly now)."""
+        assert self._current is not None and clip.placement is not None
+        usable = max(0, clip.audio.shape[-1] - 2 * fade_frames)  # it must still play a crossfade's worth
+        offset = int(round(late_start_offset_samples(late_samples, usable, clip.placement.grid)))
+        shift = self._current.shift + late_samples - offset
+        self._begin(
+            _Voice(clip, offset=offset, fallback=clip.fallback, start=self.timeline_samples - offset, shift=shift),
+            min(fade_frames, self._current.remaining),
+        )
+
     def _start_fade(self, clip: Clip, fade_frames: int, fallback: bool) -> None:
         assert self._current is not None
-        incoming = _Voice(clip, fallback=fallback)
-        fade_frames = max(0, min(fade_frames, self._current.remaining, incoming.length))
-        if not fallback:
+        current = self._current
+        offset = 0
+        if fallback and clip.placement is not None:
+            # back by whole loops, bars or beats: the repeat stays on the grid
+            played = current.offset
+            offset = max(0, played - int(round(repeat_back_samples(played, clip.placement.grid))))
+        incoming = _Voice(
+            clip, offset=offset, fallback=fallback or clip.fallback, start=self.timeline_samples - offset,
+            shift=current.shift if fallback or clip.placement is None else self.timeline_samples - clip.placement.start_samples,
+        )  # fmt: skip
+        self._begin(incoming, fade_frames)
+
+    def _begin(self, incoming: _Voice, fade_frames: int) -> None:
+        """Make ``incoming`` the current voice, crossfading from the old one over ``fade_frames``."""
+        assert self._current is not None
+        fade_frames = max(0, min(fade_frames, self._current.remaining, incoming.remaining))
+        if not (incoming.fallback and incoming.clip is self._current.clip):
             self.clips_started += 1
         outgoing = self._current
         self._fade_correlation = fade_correlation(
-            outgoing.clip.audio[:, outgoing.offset : outgoing.offset + fade_frames], incoming.clip.audio[:, :fade_frames]
+            outgoing.clip.audio[:, outgoing.offset : outgoing.offset + fade_frames],
+            incoming.clip.audio[:, incoming.offset : incoming.offset + fade_frames],
         )
         self._outgoing, self._current = outgoing, incoming
         self._fade_frames, self._fade_position = fade_frames, 0
@@ -317,6 +385,7 @@ class CrossfadeBuffer:
         )
         self._fade_position += part
         self._count_fallback(part)
+        self.timeline_samples += part
         if self._fade_position >= self._fade_frames:
             self._outgoing = None
         return part

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from riffradio.core.timeline import Placement
 from riffradio.core.types import RiffRequest
 from riffradio.playlist.model import Playlist, RiffSpec
 from riffradio.station.state import StateSnapshot
@@ -68,13 +69,14 @@ START = PlanPosition()
 
 @dataclass(frozen=True)
 class PlannedClip:
-    """A request and where it came from."""
+    """A request and where it came from; ``placement``: where it sits on the timeline, once placed."""
 
     index: int
     request: RiffRequest
     riff_index: int
     state_version: int
     live: bool = False
+    placement: Placement | None = None
 
 
 def _seed(value: int) -> int:

@@ -1,11 +1,15 @@
 """The producer: an asyncio task that plans clips and has them made off the event loop.
 
 Each step (1) snapshots the station state, (2) on a new state version drops queued clips of
-older versions and rewinds the plan to just after the clip playing, (3) waits while
-``lookahead_clips`` are already queued, (4) plans the next clip (a pure function), (5) runs
-engine + vocoder + loudness normalisation in a worker thread — abandoning the clip between UNet
-steps or Griffin-Lim iterations if the state changes meanwhile — and (6) queues the clip in the
-buffer, where a clip of a newer state version cuts in at once.
+older versions and rewinds the plan and the timeline to just after the clip playing, (3) waits
+while ``lookahead_clips`` are already queued, (4) plans the next clip (a pure function), (5) in a
+worker thread places it on the timeline (:func:`~riffradio.core.timeline.place_clip`: its start,
+and the window of the seed loop it starts from) and runs engine + vocoder + loudness
+normalisation — abandoning the clip between UNet steps or Griffin-Lim iterations if the state
+changes meanwhile — and (6) queues the clip in the buffer, which plays it at its place.
+
+Before the first generated clip, :meth:`Producer.seed_clip` makes the seed material the station
+plays from the start (the first clip's seed window, vocoded and normalised, no diffusion).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from riffradio.core.timeline import LoopShape, TimelineCursor, cursor_after, overlap_samples, place_clip
 from riffradio.core.types import Clip, RiffRequest, RiffResult
 from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
@@ -69,6 +74,17 @@ class Vocoder(Protocol):
         """Float32 audio ``(channels, samples)`` (or ``(samples,)``) at ``params.sample_rate_hz``."""
 
 
+SEED_CLIP_INDEX = -1  # the seed material played before the first generated clip
+
+
+def seed_loop_shape(reference: str) -> LoopShape:
+    """The timeline's view of a seed loop (loads and caches it; one-line RiffradioError if it cannot)."""
+    from riffradio.spectrogram.seeds import load_seed_loop
+
+    loop = load_seed_loop(reference)
+    return LoopShape(reference, loop.loop_samples, loop.bars, loop.beats_per_bar)
+
+
 async def run_in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     """Run ``function(*args)`` in a fresh daemon thread and await its result.
 
@@ -106,7 +122,9 @@ class Producer:
     Args:
         playlist: what to play (replaced by :meth:`switch_playlist` on reload).
         state: the live state, snapshotted before each clip is planned.
-        engine: anything with ``riff(request, should_cancel) -> RiffResult`` (``RiffEngine``).
+        engine: anything with ``riff(request, should_cancel) -> RiffResult`` (``RiffEngine``,
+            ``RehearsalEngine``); may be set after construction (the seed material needs none),
+            before :meth:`run`.
         vocoder: anything with ``image_to_audio(image, should_cancel) -> (channels, samples)`` (``Vocoder``).
         buffer: where clips go.
         sample_rate_hz: the vocoder's output rate.
@@ -124,13 +142,16 @@ class Producer:
             clip is planned with the state of that moment and *committed*: later changes do not
             abandon it; the clip after it takes them. Changes that settle keep abandoning the
             clip in the making, as before.
+        clip_samples: the vocoder's clip length (5.12 s), for the timeline.
+        continuation_seconds: how much of each clip the next one keeps (0 = independent
+            clips); with the crossfade it sets the overlap, so the hop between clip starts.
     """
 
     def __init__(
         self,
         playlist: Playlist,
         state: StationState,
-        engine: Engine,
+        engine: Engine | None,
         vocoder: Vocoder,
         buffer: CrossfadeBuffer,
         sample_rate_hz: int,
@@ -142,6 +163,8 @@ class Producer:
         stop_on_error: bool = False,
         settle_seconds: float = DEFAULT_SETTLE_SECONDS,
         max_settle_seconds: float = DEFAULT_MAX_SETTLE_SECONDS,
+        clip_samples: int = 225_792,
+        continuation_seconds: float = 0.0,
     ) -> None:
         self.playlist = playlist
         self.state = state
@@ -157,7 +180,10 @@ class Producer:
         self.stop_on_error = stop_on_error
         self.settle_seconds = settle_seconds
         self.max_settle_seconds = max_settle_seconds
+        self.clip_samples = clip_samples
+        self.continuation_seconds = continuation_seconds
         self.position: PlanPosition = START
+        self.cursor = TimelineCursor()  # where the next clip goes on the timeline
         self.realtime_factor = 0.0
         self.last_generation_seconds = 0.0
         self.clips_generated = 0
@@ -248,7 +274,8 @@ class Producer:
                 )
             try:
                 self.idle.clear()
-                clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned, committed)
+                overlap = self.overlap_samples(snapshot.crossfade_seconds)
+                clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned, committed, overlap)
             except Cancelled:
                 # The DJ changed the state while this clip was being made: it would be dropped
                 # on arrival anyway, so stop it now and make the new state's clip next.
@@ -309,6 +336,8 @@ class Producer:
         anchor = self.buffer.playing
         if anchor is not None and anchor.index in self._after:
             self.position = replace(self._after[anchor.index], index=self.position.index)
+            if anchor.placement is not None:
+                self.cursor = cursor_after(anchor.placement)
 
     def _count_dropped(self, clip_indices: list[int], why: str) -> None:
         if not clip_indices:
@@ -318,11 +347,54 @@ class Producer:
         log.info("dropped clip(s) %s: %s", ", ".join(str(index) for index in clip_indices), why)
 
     # -- the worker thread -----------------------------------------------------------------------
-    def _generate_then_idle(self, planned: PlannedClip, committed: bool = False) -> tuple[Clip, float]:
+    def _generate_then_idle(self, planned: PlannedClip, committed: bool, overlap: int) -> tuple[Clip, float]:
         try:
-            return self.generate(planned, committed)
+            return self.generate(self.place(planned, overlap), committed)
         finally:
             self.idle.set()
+
+    def overlap_samples(self, crossfade_seconds: float | None) -> int:
+        """How much of a clip the next one overlaps at ``crossfade_seconds`` (None: the buffer's default)."""
+        crossfade = self.buffer.crossfade_seconds if crossfade_seconds is None else crossfade_seconds
+        return overlap_samples(crossfade, self.continuation_seconds, self.sample_rate_hz, self.clip_samples)
+
+    def place(self, planned: PlannedClip, overlap: int, advance: bool = True) -> PlannedClip:
+        """``planned`` placed at the timeline cursor, its request asking for the seed window there.
+
+        Advances the cursor unless ``advance`` is False. Loads the seed loop (worker thread:
+        synthesis or a file); a reference that cannot be loaded raises its one-line error.
+        """
+        loop = seed_loop_shape(planned.request.seed_image)
+        placement, cursor = place_clip(self.cursor, loop, self.clip_samples, overlap)
+        if advance:
+            self.cursor = cursor
+        request = replace(planned.request, seed_window_start_samples=placement.window_start_samples)
+        return replace(planned, request=request, placement=placement)
+
+    def seed_clip(self, overlap: int) -> Clip:
+        """The seed material for the station's start: the first clip's seed window at its place,
+        vocoded and loudness-normalised, no diffusion (runs in a worker thread).
+
+        Neither the plan nor the timeline advance: the first generated clip takes the same place
+        and cuts in where the timeline has got to (the buffer repeats the seed loop till then).
+        """
+        from riffradio.spectrogram.seeds import load_seed_window
+
+        planned, _ = plan_next(self.playlist, self.state.snapshot(), self.position)
+        placed = self.place(planned, overlap, advance=False)
+        image = load_seed_window(placed.request.seed_image, placed.request.seed_window_start_samples)
+        audio = match_channels(self.vocoder.image_to_audio(image), self.buffer.channels)  # normalised as played
+        normalised = normalise_clip(
+            audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db, ceiling_dbtp=self.true_peak_dbtp
+        )
+        self._gain_db = normalised.gain_db
+        log.info("seed material on air: %s from %.2f s of its loop", placed.request.seed_image,
+                 placed.request.seed_window_start_samples / self.sample_rate_hz)  # fmt: skip
+        return Clip(
+            index=SEED_CLIP_INDEX, request=placed.request, audio=normalised.audio, sample_rate_hz=self.sample_rate_hz,
+            image=image if self.keep_images else None, state_version=planned.state_version,
+            placement=placed.placement, fallback=True,
+        )  # fmt: skip
 
     def generate(self, planned: PlannedClip, committed: bool = False) -> tuple[Clip, float]:
         """Engine → vocoder → loudness for one planned clip, and the gain it got (runs in a worker thread).
@@ -336,6 +408,7 @@ class Producer:
             return self.state.snapshot().version != version
 
         should_cancel = None if committed else state_changed
+        assert self.engine is not None, "Producer.engine must be set before clips are generated"
         result = self.engine.riff(planned.request, should_cancel=should_cancel)
         audio = self.vocoder.image_to_audio(result.image, should_cancel=should_cancel)
         # Normalised as played: a mono clip copied to two channels measures 3 dB louder (BS.1770).
@@ -352,6 +425,7 @@ class Producer:
             image=result.image if self.keep_images else None,
             generation_seconds=seconds,
             state_version=planned.state_version,
+            placement=planned.placement,
         )
         self.clips_generated += 1
         self.last_generation_seconds = seconds

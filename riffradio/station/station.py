@@ -226,16 +226,25 @@ class Station:
                 self.playlist, self.state, engine, vocoder, self.buffer, SAMPLE_RATE_HZ, self.metrics,
                 lookahead_clips=station.lookahead_clips, loudness_lufs=station.loudness_lufs,
                 true_peak_dbtp=station.true_peak_dbtp, stop_on_error=not self.realtime,
+                clip_samples=vocoder.params.clip_samples,
             )  # fmt: skip
-            producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
             self.consumer = Consumer(
                 self.buffer, self.fanout, self.state, self.metrics, SAMPLE_RATE_HZ, CHANNELS,
                 realtime=self.realtime, block_frames=self.block_frames, max_frames=max_frames,
-                true_peak_dbtp=station.true_peak_dbtp, producer_alive=lambda: not producer_task.done(),
+                true_peak_dbtp=station.true_peak_dbtp,
+                producer_alive=lambda: producer_task is not None and not producer_task.done(),
             )  # fmt: skip
             for listener in self._listeners:
                 self.consumer.add_listener(listener)
-            # The clock starts with the first clip, so the first block is music, not silence.
+            if self.realtime:
+                # On air at once: the seed material (the first clip's seed window, vocoded, on the
+                # grid) plays until the first generated clip is ready, minutes on a CPU.
+                overlap = self.producer.overlap_samples(self.state.snapshot().crossfade_seconds)
+                self.buffer.push(await run_in_daemon_thread(self.producer.seed_clip, overlap))
+                if self._stop_requested:
+                    return
+            producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
+            # Offline, the clock starts with the first clip, so the first block is music, not silence.
             while self.buffer.pending_clips == 0 and not self._stop_requested:
                 if producer_task.done():
                     _raise_producer_error(producer_task)
