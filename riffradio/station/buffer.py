@@ -230,12 +230,21 @@ class CrossfadeBuffer:
         return frames / self.sample_rate_hz
 
     def frames_until_join(self, crossfade_seconds: float | None = None) -> int:
-        """Frames that can be read before the next clip is needed (0 when one is needed now)."""
+        """Frames that can be read before the next clip is needed (0 when one is needed now).
+
+        For a placed clip that is its successor's place on the timeline (an offline render waits
+        there, so every join is where it was planned), else its end minus the crossfade.
+        """
         with self._lock:
-            if self._current is None:
+            current = self._current
+            if current is None:
                 return 0
-            fade = min(self._fade_frames_for(crossfade_seconds), self._current.length // 2)
-            return max(0, self._current.remaining - fade)
+            fade = min(self._fade_frames_for(crossfade_seconds), current.length // 2)
+            frames = current.remaining - fade
+            placement = current.clip.placement
+            if placement is not None and not current.fallback:
+                frames = min(frames, placement.next_start_samples + current.shift - self.timeline_samples)
+            return max(0, frames)
 
     def _fade_frames_for(self, crossfade_seconds: float | None) -> int:
         seconds = self.crossfade_seconds if crossfade_seconds is None else crossfade_seconds
