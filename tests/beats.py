@@ -17,28 +17,43 @@ def _frame_samples(sample_rate_hz: int) -> int:
 
 
 def low_band_envelope(audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    """Energy below 150 Hz in frames of about 1 ms (zero-phase filter: no delay), shape ``(frames,)``."""
-    from scipy.signal import butter, sosfiltfilt
+    """Energy below 150 Hz in frames of about 1 ms, shape ``(frames,)``: the squared Hilbert
+    envelope, so a 45 Hz kick has no ripple at twice its pitch (zero-phase filter: no delay)."""
+    from scipy.signal import butter, hilbert, sosfiltfilt
 
     mono = np.asarray(audio, dtype=np.float64)
     mono = mono.mean(axis=0) if mono.ndim == 2 else mono
     low = sosfiltfilt(butter(4, 150, btype="lowpass", fs=sample_rate_hz, output="sos"), mono)
     frame = _frame_samples(sample_rate_hz)
     frames = low.size // frame
-    return (low[: frames * frame] ** 2).reshape(frames, frame).mean(axis=1)
+    envelope = np.abs(hilbert(low)) ** 2
+    return envelope[: frames * frame].reshape(frames, frame).mean(axis=1)
 
 
 def kick_onsets_seconds(
-    audio: np.ndarray, sample_rate_hz: int, rise: float = 0.3, quiet: float = 0.08, quiet_seconds: float = 0.04
+    audio: np.ndarray,
+    sample_rate_hz: int,
+    rise: float = 0.3,
+    quiet: float = 0.08,
+    quiet_seconds: float = 0.04,
+    attack: float = 0.25,
+    attack_seconds: float = 0.05,
 ) -> np.ndarray:
-    """Times (s) where the low band rises through ``rise`` × its loudest frame after ``quiet_seconds``
-    below ``quiet`` × that: one per kick."""
+    """Times (s) where kicks start: one per rise of the low band through ``rise`` × its loudest
+    frame after ``quiet_seconds`` below ``quiet`` × that.
+
+    The time is where that kick's own attack crosses ``attack`` × its peak (the loudest frame in
+    the ``attack_seconds`` after the rise), found by walking back from the rise: a kick made
+    quieter (two renderings crossfading can partly cancel) then still starts where it starts,
+    not where it happens to reach a global level.
+    """
     energy = low_band_envelope(audio, sample_rate_hz)
     peak = float(np.percentile(energy, 99.5)) if energy.size else 0.0
     if peak <= 0:
         return np.zeros(0)
     frame_seconds = _frame_samples(sample_rate_hz) / sample_rate_hz
     quiet_frames = int(round(quiet_seconds / frame_seconds))
+    attack_frames = int(round(attack_seconds / frame_seconds))
     below = energy < quiet * peak
     onsets: list[float] = []
     run = 0
@@ -50,10 +65,14 @@ def kick_onsets_seconds(
             continue
         run = 0
         if armed and value >= rise * peak:
-            # interpolate the crossing between this frame and the one before, frame centres
-            before = energy[index - 1]
-            fraction = (rise * peak - before) / max(value - before, 1e-30)
-            onsets.append((index - 1 + fraction + 0.5) * frame_seconds)
+            level = attack * float(energy[index : index + attack_frames].max())
+            start = index
+            while start > 0 and index - start < attack_frames and energy[start - 1] >= level:
+                start -= 1
+            # interpolate the crossing between the frame before and this one, frame centres
+            before, after = (energy[start - 1], energy[start]) if start > 0 else (0.0, energy[start])
+            fraction = (level - before) / max(after - before, 1e-30)
+            onsets.append((start - 1 + min(max(fraction, 0.0), 1.0) + 0.5) * frame_seconds)
             armed = False
     return np.asarray(onsets)
 

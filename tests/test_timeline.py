@@ -35,8 +35,9 @@ from tests.beats import grid_deviations_seconds, kick_onsets_seconds
 RATE_HZ = 44_100
 CLIP = 225_792
 REQUEST = RiffRequest("a", "a", 1, 2)
-# The detector lags or leads a perfect kick by under 1 ms (tests/test_seeds.py), so 2 ms is on the grid.
-ON_GRID_SECONDS = 0.002
+# The detector leads a perfect kick by about 2 ms (its zero-phase filter and envelope spread the
+# attack both ways), the same for every kick, within 0.5 ms: 3 ms is on the grid.
+ON_GRID_SECONDS = 0.003
 
 
 def test_place_clip_walks_the_timeline_by_a_fixed_hop_and_windows_follow_it() -> None:
