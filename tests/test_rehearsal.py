@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from riffradio.cli import main
+from riffradio.app.cli import main
 from riffradio.playlist import load_playlist
 from riffradio.sinks.file import FileSink
 from riffradio.spectrogram.audio_io import read_audio
 from riffradio.spectrogram.seeds import load_seed_loop
-from riffradio.station.station import SAMPLE_RATE_HZ, Station
+from riffradio.app.application import StationApp
+from riffradio.station.station import SAMPLE_RATE_HZ
 from tests.beats import grid_deviations_seconds, kick_onsets_seconds
 
 GRID_TOLERANCE_SECONDS = 0.010
@@ -43,10 +44,10 @@ def _playlist(directory: Path, seed_image: str, crossfade_seconds: float) -> Pat
 
 
 def _render(playlist_path: Path, out: Path, seconds: float) -> None:
-    station = Station(load_playlist(playlist_path), sinks=[FileSink(out, cue_path=out.with_suffix(".cue.jsonl"))],
-                      realtime=False, control=False)  # fmt: skip
-    asyncio.run(station.run(seconds))
-    assert station.buffer.underruns == 0
+    app = StationApp(load_playlist(playlist_path), sinks=[FileSink(out, cue_path=out.with_suffix(".cue.jsonl"))],
+                     realtime=False, control=False)  # fmt: skip
+    asyncio.run(app.run(seconds))
+    assert app.station.buffer.underruns == 0
 
 
 @pytest.mark.slow
@@ -93,13 +94,14 @@ def test_on_air_at_once_with_the_seed_material(tmp_path: Path) -> None:
     """In real time the station plays the vocoded seed window before any clip is generated,
     loudness-normalised, marked as fallback in the cue sheet; generated clips follow on the grid."""
     out = tmp_path / "live.wav"
-    station = Station(load_playlist(_playlist(tmp_path, "{bpm: 128, pattern: four_on_the_floor}", 0.5)),
-                      sinks=[FileSink(out, cue_path=out.with_suffix(".cue.jsonl"))], control=False)  # fmt: skip
+    app = StationApp(load_playlist(_playlist(tmp_path, "{bpm: 128, pattern: four_on_the_floor}", 0.5)),
+                     sinks=[FileSink(out, cue_path=out.with_suffix(".cue.jsonl"))], control=False)  # fmt: skip
+    station = app.station
     on_air: list[tuple[float, int]] = []
     station.add_on_air_listener(
         lambda: on_air.append((time.monotonic(), station.producer.clips_generated if station.producer else -1))
     )
-    asyncio.run(station.run(6.0))
+    asyncio.run(app.run(6.0))
     assert on_air and on_air[0][1] == 0  # on air before the first generated clip
     cue = [json.loads(line) for line in out.with_suffix(".cue.jsonl").read_text().splitlines()]
     assert cue[0]["clip_index"] == -1 and cue[0]["fallback"] and cue[0]["time_seconds"] == 0.0
