@@ -22,6 +22,7 @@ from riffradio.engine.loading import stock_img2img_pipeline
 from riffradio.engine.pipeline import LruCache, RiffEngine, img2img_timesteps
 from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.errors import RiffradioError
+from tests.stock_img2img import stock_img2img_latents
 
 STEPS = 3  # PNDM, strength 0.75: int(3 * 0.75) + 1 = 3 UNet calls
 
@@ -70,23 +71,9 @@ def test_riff_matches_stock_img2img_bit_for_bit(engine: RiffEngine) -> None:
     assert result.latents is not None and result.latents.shape == (1, 4, 64, 64)
 
     model = engine.model
-    stock = stock_img2img_pipeline(model)
-    from riffradio.spectrogram.seeds import load_seed_image
-
+    latents = stock_img2img_latents(model, 11, STEPS, prompt=request.start_prompt)
     with torch.inference_mode():
-        pixels = stock.image_processor.preprocess(load_seed_image("og_beat"))
-        distribution = model.vae.encode(pixels).latent_dist
-        init_latents = model.vae.config.scaling_factor * distribution.sample(torch.Generator().manual_seed(11))
-        latents = stock(
-            prompt=request.start_prompt,
-            image=init_latents,
-            strength=0.75,
-            num_inference_steps=STEPS,
-            guidance_scale=7.5,
-            generator=torch.Generator().manual_seed(11),
-            output_type="latent",
-        ).images
-        decoded = stock.image_processor.postprocess(
+        decoded = stock_img2img_pipeline(model).image_processor.postprocess(
             model.vae.decode(latents / model.vae.config.scaling_factor).sample, output_type="pil"
         )[0]
     assert torch.equal(result.latents, latents)

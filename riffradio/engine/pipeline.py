@@ -4,7 +4,9 @@ A riff is a point ``alpha`` on the way from a start to an end (prompt, seed, kno
 request the engine runs the numbered steps of :meth:`RiffEngine._run_batch`:
 
 1. interpolate the knobs: guidance scale and denoising strength (:func:`mix`);
-2. text embeddings of both prompts (cached per prompt string), lerped (:func:`lerp`);
+2. text embeddings of both prompts through Riffusion's weighted-prompt maths
+   (:mod:`riffradio.engine.prompt_weights`: ``(sax:1.3)``, ``[quiet]``, up to 3 chunks of 77
+   tokens; cached per prompt string and chunk count), lerped (:func:`lerp`);
 3. init latents: the seed image VAE-encoded (cached per image), its latent distribution
    sampled with a generator seeded with the start seed, times the VAE scaling factor; with
    continuation, the first columns are the previous clip's last latent columns
@@ -26,6 +28,7 @@ The engine is not thread-safe: one producer calls it (the scheduler keeps per-ru
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -37,6 +40,13 @@ import numpy as np
 from riffradio.engine.interpolation import lerp, mix, slerp
 from riffradio.core.defaults import DEFAULT_MODEL
 from riffradio.engine.loading import LoadedModel, is_out_of_memory, load_model, out_of_memory_message
+from riffradio.engine.prompt_weights import (
+    WeightedTokens,
+    chunk_token_ids,
+    parse_prompt_weights,
+    position_weights,
+    weighted_tokens,
+)
 from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.engine.continuation import (
     MAX_CONTINUATION_SECONDS,
@@ -50,6 +60,8 @@ from riffradio.errors import CancelCheck, Cancelled, RiffradioError
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+log = logging.getLogger(__name__)
 
 KeyT = TypeVar("KeyT", bound=Hashable)
 ValueT = TypeVar("ValueT")
@@ -124,6 +136,7 @@ class _Prepared:
     mask_image: Image.Image | None
     previous_latents: torch.Tensor | None = None
     kept_columns: int = 0  # latent columns kept from ``previous_latents`` (continuation)
+    text_chunks: int = 1  # 77-token chunks of every embedding of this riff (its longest prompt's)
 
     @property
     def masked(self) -> bool:
@@ -169,8 +182,8 @@ class RiffEngine:
             and guidance arithmetic to ``"other"``. This waits for the device at every step,
             so it is on by default only on the CPU, where waiting costs nothing; off, ``"unet"``
             is the whole denoising loop.
-        text_cache, init_cache, mask_cache: the LRU caches (text embeddings per prompt string,
-            VAE latent distributions per seed image, latent masks per mask image).
+        text_cache, init_cache, mask_cache: the LRU caches (text embeddings per prompt string and
+            chunk count, VAE latent distributions per seed image, latent masks per mask image).
     """
 
     def __init__(self, model: LoadedModel, cache_size: int = 64, max_batch_size: int | None = None) -> None:
@@ -178,7 +191,7 @@ class RiffEngine:
         self._model = model
         self.max_batch_size = max_batch_size or (4 if model.device.type == "cuda" else 1)
         self.detailed_timings = model.device.type == "cpu"
-        self.text_cache: LruCache[str, torch.Tensor] = LruCache(cache_size)
+        self.text_cache: LruCache[tuple[str, int], torch.Tensor] = LruCache(cache_size)
         self.init_cache: LruCache[Hashable, Any] = LruCache(cache_size)
         self.mask_cache: LruCache[Hashable, torch.Tensor] = LruCache(cache_size)
 
@@ -286,18 +299,24 @@ class RiffEngine:
     # -- steps ------------------------------------------------------------------------------
 
     def _prepare(self, request: RiffRequest, previous_latents: torch.Tensor | None = None) -> _Prepared:
-        """Step 1: validate, load the images, interpolate guidance and strength, size the continuation."""
+        """Step 1: validate, load the images, interpolate guidance and strength, size the continuation, count text chunks."""
         _validate(request)
         mask_image = None if request.mask_image is None else _load_image(request.mask_image)
         kept = 0 if previous_latents is None else kept_latent_columns(request.continuation_seconds)
+        guidance_scale = mix(request.start_guidance, request.end_guidance, request.alpha)
+        prompts = [request.start_prompt, request.end_prompt]
+        if guidance_scale > 1.0:
+            prompts.append(request.negative_prompt)
         return _Prepared(
             request=request,
-            guidance_scale=mix(request.start_guidance, request.end_guidance, request.alpha),
+            guidance_scale=guidance_scale,
             strength=mix(request.start_denoising, request.end_denoising, request.alpha),
             init_image=_load_image(request.seed_image, request.seed_window_start_samples),
             mask_image=mask_image,
             previous_latents=previous_latents if kept > 0 else None,
             kept_columns=kept,
+            # embeddings that are lerped or guided together need one length: the longest prompt's
+            text_chunks=max(self._weighted_tokens(prompt).chunks for prompt in prompts),
         )
 
     def _batch_key(self, item: _Prepared) -> Hashable:
@@ -309,6 +328,7 @@ class RiffEngine:
             item.guidance_scale > 1.0,
             item.masked,
             item.init_image.size,
+            item.text_chunks,
         )
 
     def _run_splitting(self, batch: list[_Prepared], should_cancel: CancelCheck | None) -> list[RiffResult]:
@@ -330,13 +350,53 @@ class RiffEngine:
             self.max_batch_size = max(1, half)
             return self._run_splitting(batch[:half], should_cancel) + self._run_splitting(batch[half:], should_cancel)
 
-    def _embed_text(self, text: str) -> torch.Tensor:
-        """CLIP embedding (1, 77, D) of one prompt, padded to the tokenizer's length."""
+    def _weighted_tokens(self, text: str) -> WeightedTokens:
+        """``text`` parsed for weights and tokenised fragment by fragment (Riffusion's way)."""
+        tokenizer = self._model.tokenizer
+        return weighted_tokens(text, lambda fragment: tokenizer(fragment).input_ids)
+
+    def _embed_text(self, text: str, chunks: int | None = None) -> torch.Tensor:
+        """Riffusion's weighted CLIP embedding ``(1, 77 * chunks, D)`` of one prompt.
+
+        ``chunks``: at least the prompt's own (None: its own); more pads it with EOS chunks.
+
+        Each chunk (BOS, 75 text or EOS-padding tokens, EOS) is encoded on its own and the
+        hidden states are concatenated. If the prompt has weights, each position's hidden
+        state is multiplied by its weight and the whole rescaled so that its mean stays what it
+        was, in the text encoder's dtype, as Riffusion does. An unweighted one-chunk prompt is
+        encoded exactly as before weights existed (the tokenizer's own padding).
+        """
+        import torch
+
         tokenizer, text_encoder = self._model.tokenizer, self._model.text_encoder
-        tokens = tokenizer(
-            text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        )
-        return text_encoder(tokens.input_ids.to(self.device))[0]
+        tokens = self._weighted_tokens(text)
+        chunks = tokens.chunks if chunks is None else chunks
+        if tokens.truncated:
+            log.warning("prompt %r is longer than %d tokens: the rest is not read", text[:60], len(tokens.token_ids))
+        if chunks == 1 and not tokens.is_weighted:
+            # all weights 1: one fragment, the prompt itself unless it has escapes or "(…:1)"
+            (plain_text, _), = parse_prompt_weights(text)
+            ids = tokenizer(
+                plain_text, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                return_tensors="pt",
+            ).input_ids  # fmt: skip
+            return text_encoder(ids.to(self.device))[0]
+        inputs = chunk_token_ids(tokens, chunks, tokenizer.bos_token_id, tokenizer.eos_token_id)
+        ids = torch.tensor(inputs, dtype=torch.long, device=self.device)
+        embedding = torch.cat([text_encoder(ids[index : index + 1])[0] for index in range(chunks)], dim=1)
+        if not tokens.is_weighted:
+            return embedding
+        weights = torch.tensor(position_weights(tokens, chunks), dtype=embedding.dtype, device=embedding.device)
+        mean_before = embedding.float().mean(dim=(-2, -1)).to(embedding.dtype)
+        weighted = embedding * weights[None, :, None]
+        mean_after = weighted.float().mean(dim=(-2, -1)).to(embedding.dtype)
+        rescaled = weighted * (mean_before / mean_after)[:, None, None]
+        if not bool(torch.isfinite(rescaled).all()):
+            # Weights so large (or cancelling so exactly) that the maths overflows: the prompt's
+            # words still make music, unweighted.
+            log.warning("prompt %r: its weights overflow the embedding; playing it unweighted", text[:60])
+            return embedding
+        return rescaled
 
     def _generator(self, seed: int) -> torch.Generator:
         """A generator seeded like Riffusion's: on the device, on the CPU for MPS."""
@@ -392,7 +452,7 @@ class RiffEngine:
         ]
 
     def _encode_prompts(self, batch: list[_Prepared], guided: bool) -> torch.Tensor:
-        """Step 2: text embeddings ``(B, 77, D)``, or ``(2B, 77, D)`` as [unconditional…, conditional…].
+        """Step 2: text embeddings ``(B, 77 k, D)``, or ``(2B, 77 k, D)`` as [unconditional…, conditional…].
 
         Each prompt's embedding is cached per string; start and end embeddings are lerped by
         ``alpha``; with guidance the negative prompts' embeddings come first, so one UNet call
@@ -400,8 +460,10 @@ class RiffEngine:
         """
         import torch
 
+        chunks = batch[0].text_chunks  # one per batch (the batch key)
+
         def embed(text: str) -> torch.Tensor:
-            return self.text_cache.get_or_create(text, lambda: self._embed_text(text))
+            return self.text_cache.get_or_create((text, chunks), lambda: self._embed_text(text, chunks))
 
         requests = [item.request for item in batch]
         texts = [lerp(embed(r.start_prompt), embed(r.end_prompt), r.alpha) for r in requests]
