@@ -210,3 +210,64 @@ def test_continuation_comes_from_the_live_knob_then_the_riff_then_the_station() 
             raise AssertionError(f"continuation_seconds {bad} was accepted")
     _, errors = check_playlist_text("station: {continuation_seconds: 3}\nriffs: [{prompt: a}]\n", Path("bad.yaml"))
     assert len(errors) == 1 and "station.continuation_seconds must be between 0 and 2.56" in errors[0]
+
+
+CIRCLE = """\
+station: {steps: 4}
+riffs:
+  - {prompt: jazzy lofi hip hop, seed: 42, to: church bells on sunday, to_seed: 43, clips: 4}
+  - {prompt: church bells on sunday, clips: 8}
+  - {prompt: church bells on sunday, to: rainy night piano, clips: 4}
+  - {prompt: rainy night piano, seed: 7, clips: 4}
+  - {prompt: rainy night piano, to: jazzy lofi hip hop, to_seed: 42, clips: 4}
+"""
+
+
+def test_seeds_go_on_where_the_music_is_at_riff_boundaries_and_the_wrap() -> None:
+    """Decided (issue 14, item 6): a riff without its own seed starts at the seed the music
+    reached; a written seed is a deliberate jump; a last riff that leads back to the first ends
+    at the next pass's (shifted) seed, so the loop joins like any riff."""
+    clips = plan_clips(_playlist(CIRCLE), StateSnapshot(), 48)
+    requests = [clip.request for clip in clips]
+    # riff 1 walks 43→45 in 8 clips; riff 2 (no seed:) starts at 45, not back at 43
+    assert (requests[11].start_seed, requests[11].end_seed, requests[11].alpha) == (44, 45, 0.75)
+    assert (requests[12].start_seed, requests[12].end_seed) == (45, 45)
+    # riff 3 says seed: 7: a jump the playlist asks for
+    assert requests[16].start_seed == 7
+    # riff 4 (no seed:) after riff 3's walk 7→8; it leads back to the first riff: ends at 42 + stride
+    assert (requests[20].start_seed, requests[20].end_seed) == (8, 42 + LOOP_SEED_STRIDE)
+    assert (requests[24].start_seed, requests[24].start_prompt, clips[24].riff_index) == (
+        42 + LOOP_SEED_STRIDE, "jazzy lofi hip hop", 0,
+    )  # fmt: skip
+    # every join of the second pass is as smooth as the first
+    assert [r.start_seed - LOOP_SEED_STRIDE for r in requests[24:48]] == [r.start_seed for r in requests[0:24]][:16] + [
+        r.start_seed for r in requests[16:24]
+    ]  # riff 3's written seed 7 is shifted too: 1007
+    # a jump (goto) plays the riff as written
+    state = StationState(5)
+    position = START
+    for _ in range(14):
+        _, position = plan_next(_playlist(CIRCLE), state.snapshot(), position)
+    state.goto_riff(2)
+    clip, _ = plan_next(_playlist(CIRCLE), state.snapshot(), position)
+    assert clip.request.start_seed == 43
+
+
+def test_a_live_prompt_transition_is_not_as_long_as_the_riff() -> None:
+    """Decided (item 6): a live prompt takes LIVE_TRANSITION_CLIPS (4) clips, or the DJ's clips knob."""
+    from riffradio.station.plan import LIVE_TRANSITION_CLIPS
+
+    playlist = _playlist("riffs:\n  - {prompt: jazzy lofi hip hop, seed: 42, clips: 100}\n")
+    state = StationState(1)
+    _, position = plan_next(playlist, state.snapshot(), START)
+    state.set_prompt("rainy night piano")
+    live = []
+    for _ in range(LIVE_TRANSITION_CLIPS + 1):
+        clip, position = plan_next(playlist, state.snapshot(), position)
+        live.append(clip.request)
+    assert [r.alpha for r in live[:4]] == [0.25, 0.5, 0.75, 1.0] and LIVE_TRANSITION_CLIPS == 4
+    assert live[4].start_prompt == live[4].end_prompt == "rainy night piano"
+    state.set_knob("clips", 2)
+    state.set_prompt("church bells")
+    clip, position = plan_next(playlist, state.snapshot(), position)
+    assert clip.request.alpha == 0.5

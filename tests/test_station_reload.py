@@ -48,3 +48,32 @@ def test_reload_says_which_engine_keys_wait_for_a_restart(tmp_path: Path, caplog
     assert warnings == [
         f"reload: station.dtype, station.scheduler changed in {path}; the loaded model is kept until a restart"
     ]
+
+
+def test_a_reloaded_playlist_starts_at_its_first_riff(tmp_path: Path) -> None:
+    """Decided (issue 14, item 6): new riffs start from the top, as written; the same riffs keep their place."""
+    from riffradio.station.plan import plan_next
+
+    path = tmp_path / "station.yaml"
+    path.write_text("riffs:\n  - {prompt: a, seed: 1, clips: 4}\n  - {prompt: b, clips: 4}\n")
+    station = Station(load_playlist(path), sinks=[])
+    producer = station_producer(station)
+    for _ in range(6):  # into riff b
+        _, producer.position = plan_next(station.playlist, station.state.snapshot(), producer.position)
+    assert producer.position.riff_index == 1 and producer.position.clip == 2
+    path.write_text("station: {steps: 30}\nriffs:\n  - {prompt: a, seed: 1, clips: 4}\n  - {prompt: b, clips: 4}\n")
+    assert station.reload(path) == []
+    assert (producer.position.riff_index, producer.position.clip) == (1, 2)  # same riffs: same place
+    path.write_text("riffs:\n  - {prompt: x, seed: 5, clips: 2}\n  - {prompt: y, clips: 4}\n")
+    assert station.reload(path) == []
+    clip, _ = plan_next(station.playlist, station.state.snapshot(), producer.position)
+    assert (clip.request.start_prompt, clip.request.start_seed, clip.request.alpha) == ("x", 5, 0.0)
+    assert station.state.snapshot().riff_index == 0
+
+
+def station_producer(station: Station):  # type: ignore[no-untyped-def]
+    """The station's producer as ``run`` makes it, without an engine (none is called here)."""
+    from riffradio.station.producer import Producer
+
+    station.producer = Producer(station.playlist, station.state, None, None, station.buffer, 44100, station.metrics)  # type: ignore[arg-type]
+    return station.producer

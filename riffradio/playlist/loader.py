@@ -48,7 +48,7 @@ RIFF_KEYS = (
 )  # fmt: skip
 TOP_KEYS = ("station", "outputs", "control", "riffs")
 CONTROL_KEYS = ("osc", "http")
-OSC_KEYS = ("host", "port", "allow")
+OSC_KEYS = ("host", "port", "allow", "tcp", "max_messages_per_second")
 HTTP_KEYS = ("host", "port", "token_env", "cors", "origins", "max_connections")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ORIGIN = re.compile(r"\*|https?://[^/\s]+")
@@ -333,7 +333,8 @@ class _PlaylistBuilder:
                 values[key] = value
         if "prompt" not in values:
             return None
-        values.setdefault("seed", default_seed)
+        if "seed" not in values:
+            values["seed"], values["seed_from_previous"] = default_seed, number > 1
         values.setdefault("seed_image", DEFAULT_SEED_IMAGE)
         line, column = node.start_mark.line + 1, node.start_mark.column + 1
         return RiffSpec(**values, line=line, column=column)
@@ -449,6 +450,18 @@ class _PlaylistBuilder:
             allow = self.allow_list(fields["allow"][1])
             if allow is not None:
                 values["allow"] = allow
+        if "tcp" in fields:
+            tcp_node = fields["tcp"][1]
+            if tcp_node.tag.endswith(":bool"):
+                tcp = self.r.boolean(tcp_node, "control.osc.tcp")
+            else:
+                tcp = self.r.number(tcp_node, "control.osc.tcp (true, false or a port)", int, 1, 65535)
+            if tcp is not None:
+                values["tcp"] = tcp
+        if "max_messages_per_second" in fields:
+            rate = self.r.number(fields["max_messages_per_second"][1], "control.osc.max_messages_per_second", float, 1, 100_000)
+            if rate is not None:
+                values["max_messages_per_second"] = rate
         return OscConfig(**values)
 
     def allow_list(self, node: yaml.Node) -> list[str] | None:

@@ -54,6 +54,8 @@ class RiffSpec:
     Attributes:
         prompt: the text prompt at the start of the riff.
         seed: seed at the start (defaults to the previous riff's end seed, 42 for the first).
+        seed_from_previous: ``seed`` was not written: the plan starts the riff at the seed the
+            music reached (after a held riff's seed walk, where the walk got to).
         to: prompt at the end; ``None`` holds ``prompt`` and walks seeds ``seed, seed+1, ...``.
         to_seed: seed at the end of a transition (defaults to ``seed``).
         clips: clips the riff lasts (a transition moves alpha by ``1/clips`` per clip).
@@ -69,6 +71,7 @@ class RiffSpec:
 
     prompt: str
     seed: int = KNOBS["seed"].default
+    seed_from_previous: bool = False  # no ``seed:`` given: the plan starts it where the music is
     to: str | None = None
     to_seed: int | None = None
     clips: int = KNOBS["clips"].default
@@ -110,6 +113,8 @@ class OscConfig:
     host: str = "127.0.0.1"
     port: int = 9000
     allow: list[str] = field(default_factory=list)
+    tcp: bool | int = False  # OSC over TCP too: True = on the same port number, or a port
+    max_messages_per_second: float | None = None  # each sender's rate limit (None: the server's default)
     line: int = 0
     column: int = 0
 

@@ -7,11 +7,15 @@ Walking it from :data:`START` gives an endless, deterministic sequence of
   ``to``/``to_seed`` (the next riff starts where alpha reaches 1);
 * a riff without ``to`` holds its prompt and walks seeds like Riffusion's app: alpha goes
   ``0, 0.25, 0.5, 0.75`` between ``seed`` and ``seed + 1``, then between ``seed + 1`` and ``seed + 2``...;
+* a riff without its own ``seed:`` starts where the music is: at the seed the clip before it
+  reached (after a held riff, where its seed walk got to, not back at that riff's first seed);
 * after the last riff the playlist loops, every seed shifted by :data:`LOOP_SEED_STRIDE` per pass so
-  the station never repeats itself;
+  the station never repeats itself; a last riff that leads back to the first (``to_seed`` = the
+  first riff's seed) ends at the next pass's shifted seed, so the wrap is as smooth as any join;
 * the state steers it: ``goto``/``next`` jump (noticed by ``jump_count``), ``hold`` keeps walking
-  seeds on the current prompt, a live prompt transitions from what plays now to it over ``clips``
-  clips and then holds it, a live seed replaces the playlist's seeds, knobs override riff values;
+  seeds on the current prompt, a live prompt transitions from what plays now to it over the ``clips``
+  knob if the DJ set one, else :data:`LIVE_TRANSITION_CLIPS` (never the riff's own ``clips``:
+  a riff of 100 clips would make a live prompt crawl), and then holds it, a live seed replaces the playlist's seeds, knobs override riff values;
   a live prompt with a second prompt (``to_prompt``) blends the two at the live ``alpha``.
 """
 
@@ -26,6 +30,8 @@ from riffradio.station.state import StateSnapshot
 
 SEED_WALK_ALPHA_STEP = 0.25  # Riffusion's app moves alpha by 0.25 per clip between seeds s and s+1
 LOOP_SEED_STRIDE = 1000
+#: clips a live prompt's transition takes unless the DJ sets ``clips`` (alpha 0.25 a clip, as a seed walk)
+LIVE_TRANSITION_CLIPS = 4
 BLEND_ALPHA = 0.5  # a blend whose fader was never moved sits in the middle
 _SEED_MODULUS = 2**63
 
@@ -53,6 +59,8 @@ class PlanPosition:
         jump_count: the state's ``jump_count`` last acted on.
         live: the live segment in progress, if any.
         last: the request planned last ("what plays now" when a live prompt arrives).
+        seed_shift: how far the riff's seeds are moved from the playlist's so that a riff
+            without its own ``seed:`` starts where the music was (after a seed walk).
     """
 
     index: int = 0
@@ -62,6 +70,7 @@ class PlanPosition:
     jump_count: int = 0
     live: LiveSegment | None = None
     last: RiffRequest | None = None
+    seed_shift: int = 0
 
 
 START = PlanPosition()
@@ -128,12 +137,28 @@ def _first_set(*values: float | None) -> float:
     return float(next(value for value in values if value is not None))
 
 
-def _riff_seeds(riff: RiffSpec, snapshot: StateSnapshot, loop: int) -> tuple[int, int]:
-    """Start and end seed of ``riff`` on pass ``loop``; a live seed replaces the playlist's."""
-    start = riff.seed if snapshot.live_seed is None else snapshot.live_seed
+def _riff_seeds(playlist: Playlist, snapshot: StateSnapshot, position: PlanPosition) -> tuple[int, int]:
+    """Start and end seed of the riff at ``position`` on its pass; a live seed replaces the playlist's."""
+    riff = playlist.riffs[position.riff_index]
+    if snapshot.live_seed is not None:
+        return snapshot.live_seed, snapshot.live_seed + (riff.end_seed - riff.seed)
+    start = riff.seed + position.loop * LOOP_SEED_STRIDE + position.seed_shift
     end = start + (riff.end_seed - riff.seed)
-    shift = loop * LOOP_SEED_STRIDE if snapshot.live_seed is None else 0
-    return start + shift, end + shift
+    first = playlist.riffs[0]
+    if position.riff_index == len(playlist.riffs) - 1 and riff.to_seed is not None and riff.to_seed == first.seed:
+        end = first.seed + (position.loop + 1) * LOOP_SEED_STRIDE  # leads into the next pass's first riff
+    return start, end
+
+
+def _enter_riff(playlist: Playlist, snapshot: StateSnapshot, position: PlanPosition) -> PlanPosition:
+    """``position`` at the start of its riff: a riff without its own seed continues from the seed
+    the music reached (the nearest seed of the clip planned last)."""
+    riff = playlist.riffs[position.riff_index]
+    shift = 0
+    if getattr(riff, "seed_from_previous", False) and position.last is not None and snapshot.live_seed is None:
+        _, reached = _now_playing_point(position.last, riff)
+        shift = reached - (riff.seed + position.loop * LOOP_SEED_STRIDE)
+    return replace(position, seed_shift=shift)
 
 
 def _now_playing_point(request: RiffRequest | None, riff: RiffSpec) -> tuple[str, int]:
@@ -150,10 +175,12 @@ def plan_next(playlist: Playlist, snapshot: StateSnapshot, position: PlanPositio
     riff_count = len(playlist.riffs)
     if snapshot.jump_count != position.jump_count:
         position = replace(
-            position, riff_index=snapshot.riff_index % riff_count, clip=0, jump_count=snapshot.jump_count, live=None
-        )
+            position, riff_index=snapshot.riff_index % riff_count, clip=0, jump_count=snapshot.jump_count, live=None,
+            seed_shift=0,  # a jump plays the riff as the playlist writes it
+        )  # fmt: skip
     riff = playlist.riffs[position.riff_index % riff_count]
     clips = snapshot.knobs.clips or riff.clips
+    live_clips = snapshot.knobs.clips or LIVE_TRANSITION_CLIPS
 
     if snapshot.live_prompt is not None and snapshot.live_to_prompt is not None:
         # A blend (a fader between two prompts): both prompts at the fader's alpha, the seed
@@ -177,10 +204,10 @@ def plan_next(playlist: Playlist, snapshot: StateSnapshot, position: PlanPositio
             position = replace(position, live=live, clip=0)
         live = position.live
         assert live is not None
-        if position.clip < clips:  # the first live clip already moves: alpha 1/clips ... 1
-            point = (live.from_prompt, live.to_prompt, live.from_seed, live.to_seed, (position.clip + 1) / clips)
+        if position.clip < live_clips:  # the first live clip already moves: alpha 1/clips ... 1
+            point = (live.from_prompt, live.to_prompt, live.from_seed, live.to_seed, (position.clip + 1) / live_clips)
         else:
-            point = _walk(live.to_prompt, live.to_seed, position.clip - clips + 1)
+            point = _walk(live.to_prompt, live.to_seed, position.clip - live_clips + 1)
         request = _request(playlist, snapshot, riff, point)
         planned = PlannedClip(position.index, request, position.riff_index, snapshot.version, live=True)
         return planned, replace(position, index=position.index + 1, clip=position.clip + 1, last=request)
@@ -191,11 +218,11 @@ def plan_next(playlist: Playlist, snapshot: StateSnapshot, position: PlanPositio
     while position.clip >= clips and not snapshot.hold:
         next_index = position.riff_index + 1
         loop = position.loop + (1 if next_index >= riff_count else 0)
-        position = replace(position, riff_index=next_index % riff_count, clip=0, loop=loop)
+        position = _enter_riff(playlist, snapshot, replace(position, riff_index=next_index % riff_count, clip=0, loop=loop))
         riff = playlist.riffs[position.riff_index]
         clips = snapshot.knobs.clips or riff.clips
 
-    start_seed, end_seed = _riff_seeds(riff, snapshot, position.loop)
+    start_seed, end_seed = _riff_seeds(playlist, snapshot, position)
     if riff.to is None:
         point = _walk(riff.prompt, start_seed, position.clip)
     elif position.clip < clips:

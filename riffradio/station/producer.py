@@ -33,7 +33,7 @@ from riffradio.playlist.model import Playlist
 from riffradio.station.buffer import CrossfadeBuffer, match_channels
 from riffradio.station.loudness import normalise_clip
 from riffradio.station.plan import START, PlanPosition, PlannedClip, plan_next
-from riffradio.station.state import StationState
+from riffradio.station.state import StateSnapshot, StationState
 
 if TYPE_CHECKING:
     import torch
@@ -51,6 +51,8 @@ DEFAULT_SETTLE_SECONDS = 0.05
 # let that clip finish, so the music follows the move instead of restarting at every message.
 DEFAULT_MAX_SETTLE_SECONDS = 0.5
 _MAX_FAILURE_BACKOFF_SECONDS = 10.0
+#: a live state whose clips fail this many times in a row is rolled back to the last that made one
+ROLLBACK_AFTER_FAILED_CLIPS = 3
 
 
 class Engine(Protocol):
@@ -62,6 +64,41 @@ class Engine(Protocol):
 
     def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> RiffResult:
         """The spectrogram image for ``request``; raises ``Cancelled`` when ``should_cancel()`` says so."""
+
+
+def check_live_state(playlist: Playlist, snapshot: StateSnapshot, position: PlanPosition, engine: Any = None) -> None:
+    """Raise ``ValueError`` (one line) if ``snapshot`` would make a clip that cannot be made.
+
+    Plans the next clip from ``position`` and the first clip of every riff under ``snapshot``
+    (live knobs apply to all of them), resolves their seed and mask images and, when the engine
+    can say (``engine.check_request``), checks their knobs the way it would. So a seed image
+    that does not resolve, a spec with ``bpm=nan`` or steps too few for the denoising are refused
+    to the controller that sent them, and the music goes on as it was.
+    """
+    from riffradio.spectrogram.seeds import load_seed_image
+
+    check_request = getattr(engine, "check_request", None)
+    positions = [position] + [
+        replace(position, riff_index=index, clip=0, live=None, jump_count=snapshot.jump_count)
+        for index in range(len(playlist.riffs))
+    ]
+    checked: set[RiffRequest] = set()
+    try:
+        for start in positions:
+            request = plan_next(playlist, snapshot, start)[0].request
+            if request in checked:
+                continue
+            checked.add(request)
+            for reference in (request.seed_image, request.mask_image):
+                if reference:
+                    load_seed_image(reference)  # cached: the producer finds it resolved
+            if check_request is not None:
+                check_request(request)
+    except ValueError:
+        raise
+    except Exception as error:  # noqa: BLE001 - RiffradioError, a spec the maths refuses, ...
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(message) from None
 
 
 class Vocoder(Protocol):
@@ -197,6 +234,8 @@ class Producer:
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
         self._failures = 0
+        self._good_state = state.snapshot()  # the last state that made a clip (or the first one)
+        self.rollbacks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None  # set on every state change and every clip started
 
@@ -224,11 +263,20 @@ class Producer:
 
     # -- control ---------------------------------------------------------------------------------
     def switch_playlist(self, playlist: Playlist) -> None:
-        """Use ``playlist`` from the next clip planned on (a reload); the plan keeps its place."""
+        """Use ``playlist`` from the next clip planned on (a reload).
+
+        A playlist whose riffs changed starts at its first riff, from its first clip and its own
+        seeds (keeping the old place would skip into, or past, the new first riff); one with the
+        same riffs (a change of station values only) keeps its place. A live prompt stays.
+        """
+        def written(riffs: tuple[Any, ...]) -> list[Any]:  # what a riff says, not where it stands in the file
+            return [replace(riff, line=0, column=0) for riff in riffs]
+
+        if written(playlist.riffs) != written(self.playlist.riffs):
+            self.position = replace(self.position, riff_index=0, clip=0, loop=0, seed_shift=0)
+            self._after.clear()  # places in the old playlist mean nothing in the new one
+            self.state.advance_riff(0)
         self.playlist = playlist
-        riffs = len(playlist.riffs)
-        if self.position.riff_index >= riffs:
-            self.position = replace(self.position, riff_index=0, clip=0)
 
     # -- the task --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -285,11 +333,14 @@ class Producer:
                 if self.stop_on_error:
                     raise
                 self._failures += 1
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                if self._roll_back_if_stuck(planned, snapshot, reason):
+                    continue
                 backoff = min(_MAX_FAILURE_BACKOFF_SECONDS, 0.5 * 2 ** min(self._failures, 5))
                 log.error(
                     "clip %d: generation failed: %s (retrying in %.1f s; the buffer keeps playing)",
                     planned.index,
-                    str(error).splitlines()[0] if str(error) else type(error).__name__,
+                    reason,
                     backoff,
                 )
                 await asyncio.sleep(backoff)
@@ -297,6 +348,7 @@ class Producer:
             finally:
                 self.generating = None
             self._failures = 0
+            self._good_state = snapshot
             self._after[planned.index] = after
             while len(self._after) > 64:
                 self._after.popitem(last=False)
@@ -306,6 +358,25 @@ class Producer:
                 continue
             self._gain_db = gain_db
             self._count_dropped([c.index for c in dropped], "the station state changed")
+
+    def _roll_back_if_stuck(self, planned: PlannedClip, snapshot: StateSnapshot, reason: str) -> bool:
+        """The last line of defence: after :data:`ROLLBACK_AFTER_FAILED_CLIPS` failures in a row
+        under a live state, put back the last state that made a clip; True if it did."""
+        if self._failures < ROLLBACK_AFTER_FAILED_CLIPS:
+            return False
+        changed = self.state.roll_back(
+            self._good_state, f"{self._failures} clips in a row failed ({reason}); back to the last state that made a clip"
+        )
+        if not changed:
+            return False  # the playlist's own values fail: nothing live to undo
+        self.rollbacks += 1
+        self._failures = 0
+        log.error(
+            "clip %d: %d clips in a row failed with the live state of now (%s); rolled back %s to the "
+            "last state that made a clip",
+            planned.index, ROLLBACK_AFTER_FAILED_CLIPS, reason, ", ".join(changed),
+        )  # fmt: skip
+        return True
 
     async def _wait_until_settled(self) -> bool:
         """Wait until the state has been still for ``settle_seconds``; False if it still changes after ``max_settle_seconds``."""

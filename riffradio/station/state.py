@@ -17,6 +17,11 @@ from typing import Any
 from riffradio.core.knobs import RIFF_KNOBS, check_knob, check_number, check_text
 
 Listener = Callable[[str, Any], None]
+#: checks a state before it is taken (plans its next clip, resolves its seed image); raises
+#: ValueError with a one-line reason, and the state stays as it was
+Validator = Callable[["StateSnapshot"], None]
+#: what a DJ sets that changes the music; :meth:`StationState.roll_back` puts these back
+LIVE_FIELDS: tuple[str, ...] = ("live_prompt", "live_seed", "live_to_prompt", "live_alpha", "hold", "knobs")
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,30 @@ class StateSnapshot:
 
 
 class StationState:
-    """Thread-safe live state of one station. Setters validate, bump the version and notify."""
+    """Thread-safe live state of one station. Setters validate, bump the version and notify.
 
-    def __init__(self, playlist_riff_count: int = 1, initial: StateSnapshot | None = None) -> None:
+    Args:
+        playlist_riff_count: riffs in the playlist (``goto`` takes 0 … count − 1).
+        initial: the state to start from.
+        validator: checks every change that alters the music before the state takes it (the
+            station plans the next clip with it and resolves its seed image, see
+            :func:`riffradio.station.producer.check_live_state`); its ``ValueError`` reaches the
+            setter's caller, so a controller hears why, and nothing changes.
+    """
+
+    def __init__(
+        self, playlist_riff_count: int = 1, initial: StateSnapshot | None = None, validator: Validator | None = None
+    ) -> None:
         self._lock = threading.Lock()
+        self._write_lock = threading.RLock()  # one change at a time: checked, then taken
         self._riff_count = max(1, playlist_riff_count)
         self._snapshot = initial or StateSnapshot()
         self._listeners: list[Listener] = []
+        self._validator = validator
+
+    def set_validator(self, validator: Validator | None) -> None:
+        """Check every later change that alters the music with ``validator`` first."""
+        self._validator = validator
 
     # -- reading -----------------------------------------------------------------------------
     def snapshot(self) -> StateSnapshot:
@@ -109,14 +131,40 @@ class StationState:
         ``derive`` is how a change that depends on the state (a knob among the knobs, the jump
         counter) reads and writes without another writer slipping in between.
         """
-        with self._lock:
-            if derive is not None:
-                changes.update(derive(self._snapshot))
-            version = self._snapshot.version + (1 if replans else 0)
-            self._snapshot = replace(self._snapshot, version=version, **changes)
-            listeners = list(self._listeners)
+        with self._write_lock:
+            validator = self._validator
+            if replans and validator is not None:
+                candidate = dict(changes)
+                if derive is not None:
+                    candidate.update(derive(self.snapshot()))
+                validator(replace(self.snapshot(), **candidate))  # ValueError: nothing changes
+            with self._lock:
+                if derive is not None:
+                    changes.update(derive(self._snapshot))
+                version = self._snapshot.version + (1 if replans else 0)
+                self._snapshot = replace(self._snapshot, version=version, **changes)
+                listeners = list(self._listeners)
         for listener in listeners:
             listener(name, value)
+
+    def roll_back(self, good: StateSnapshot, reason: str) -> list[str]:
+        """Put back the live values of ``good`` (:data:`LIVE_FIELDS`: prompts, seed, blend, hold,
+        knobs) without checking them: they made a clip. Listeners hear ``("rollback", reason)``.
+
+        Returns:
+            the fields that changed (empty: nothing to roll back, nobody notified).
+        """
+        with self._write_lock:
+            with self._lock:
+                current = self._snapshot
+                changes = {f: getattr(good, f) for f in LIVE_FIELDS if getattr(current, f) != getattr(good, f)}
+                if not changes:
+                    return []
+                self._snapshot = replace(current, version=current.version + 1, **changes)
+                listeners = list(self._listeners)
+        for listener in listeners:
+            listener("rollback", reason)
+        return list(changes)
 
     def set_prompt(self, prompt: str) -> None:
         """Transition from what plays now to ``prompt``, then stay on it (walking seeds)."""
@@ -150,7 +198,7 @@ class StationState:
         self._update(name, value, derive=lambda snapshot: {"knobs": replace(snapshot.knobs, **knobs)})
 
     def set_seed_image(self, reference: str) -> None:
-        """Seed image by bundled name, path or spec (validated by the producer when resolved)."""
+        """Seed image by bundled name, path or spec (resolved by the validator before it is taken)."""
         check_text("seed_image", reference)
         self._set_knobs("seed_image", reference, seed_image=reference.strip())
 

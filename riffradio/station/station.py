@@ -25,8 +25,9 @@ from riffradio.sinks.base import Sink, SinkStatus
 from riffradio.sinks.fanout import Fanout
 from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.station.consumer import DEFAULT_BLOCK_FRAMES, BlockListener, Consumer
-from riffradio.station.producer import Engine, Producer, Vocoder, run_in_daemon_thread
-from riffradio.station.state import StationState
+from riffradio.station.plan import START
+from riffradio.station.producer import Engine, Producer, Vocoder, check_live_state, run_in_daemon_thread
+from riffradio.station.state import StateSnapshot, StationState
 from riffradio.core.types import AudioBlock
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class Station:
         self.metrics = metrics or StationMetrics()
         self.block_frames = block_frames
         self.worker_grace_seconds = worker_grace_seconds
-        self.state = StationState(len(playlist.riffs))
+        self.state = StationState(len(playlist.riffs), validator=self._check_live_state)
         self.buffer = CrossfadeBuffer(
             CHANNELS, SAMPLE_RATE_HZ, playlist.station.crossfade_seconds, on_underrun=self._on_underrun
         )
@@ -109,6 +110,14 @@ class Station:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:
                 pass
+
+    def _check_live_state(self, candidate: StateSnapshot) -> None:
+        """Every DJ change is planned and resolved before the state takes it (ValueError: refused)."""
+        producer = self.producer
+        if producer is None:
+            check_live_state(self.playlist, candidate, START)
+        else:
+            check_live_state(self.playlist, candidate, producer.position, producer.engine)
 
     def fanout_statuses(self) -> list[SinkStatus]:
         if self.fanout is None:
