@@ -234,6 +234,8 @@ def test_on_air_under_a_watchdog(drill: DrillStation) -> None:
     assert STREAM_KEY not in json.dumps(now) and SOURCE_PASSWORD not in json.dumps(now)
     # WATCHDOG_USEC=4 s: the clock pets every 2 s
     wait_until(lambda: sum(m == "WATCHDOG=1" for m in drill.notifications()) >= 3, 30, "3 watchdog pets")
+    # systemctl status shows what is on air (STATUS= from the audio clock, one per title)
+    assert any(m.startswith("STATUS=on air: Drill FM: jazzy lofi hip hop") for m in drill.notifications())
     ClockWatch(drill).check()
     assert drill.metric("riffradio_sink_up") >= 3
     drill.icecast.wait_mount("/drill.mp3")
