@@ -237,3 +237,12 @@ def test_steps_too_few_for_the_denoising_are_refused_by_the_engines_own_rule(tin
     for _ in range(100):
         state.set_knob("denoising", 0.6)  # answers are remembered: a fader's stream stays cheap
     assert time.perf_counter() - started < 30  # generous: a loaded 2-core box
+
+
+def test_every_live_text_has_a_length_limit() -> None:
+    """A 60 KB negative prompt once made /riffradio/state answer nothing at all."""
+    state = StationState(1)
+    for setter in (state.set_prompt, state.set_to_prompt, state.set_negative_prompt, state.set_seed_image):
+        with pytest.raises(ValueError, match="characters long, at most"):
+            setter("x" * 60_000)
+    assert state.snapshot().version == 0
