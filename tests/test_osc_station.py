@@ -20,6 +20,7 @@ import pytest
 import soundfile
 from pythonosc.osc_packet import OscPacket
 
+from riffradio.control.osc import OUTCOMES
 from test_osc_fuzz import mutate, msg
 
 pytestmark = [
@@ -121,17 +122,22 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
             played_before = station.seconds_played
             rng = random.Random(7)
             flood = [mutate(rng) for _ in range(1000)]
+            counted = station.metrics.registry.get_sample_value
+            handled_before = sum(counted("riffradio_osc_messages_total", {"outcome": o}) or 0 for o in OUTCOMES)
             for start in range(0, len(flood), 50):
                 for packet in flood[start : start + 50]:
                     await loop.sock_sendto(sock, packet, ("127.0.0.1", port))
-                await asyncio.sleep(0.01)
+                # a batch the socket buffer holds, then wait for it: a loaded machine must not drop datagrams here
+                sent = start + len(flood[start : start + 50])
+                await until(lambda: sum(counted("riffradio_osc_messages_total", {"outcome": o}) or 0 for o in OUTCOMES)
+                            >= handled_before + sent, "the flood to be handled", 60)  # fmt: skip
 
             await until(lambda: title_on_air(station) == NEW_PROMPT, "the new prompt on air")
             assert station.seconds_played > played_before
             assert station.state.snapshot().live_prompt == NEW_PROMPT
             rejected = sum(
                 station.metrics.registry.get_sample_value("riffradio_osc_messages_total", {"outcome": o}) or 0
-                for o in ("malformed", "unknown_address", "bad_type_tags", "bad_value")
+                for o in ("malformed", "unknown_address", "bad_type_tags", "bad_value", "rate_limited")
             )
             assert rejected == 1000
             await until(lambda: ("/riffradio/nowplaying", [NEW_PROMPT]) in echoes, "the title echo", 30)

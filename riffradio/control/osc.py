@@ -598,6 +598,7 @@ def parse_allow_list(entries: Sequence[str]) -> list[ipaddress.IPv4Network | ipa
     return networks
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -766,10 +767,10 @@ class OscServer:
             self._reject(sender, rejected)
             return
         if not self._rate_limit.allow(sender.host, len(dgrams)):
-            for _ in dgrams:
-                self._reject(sender, OscRejected(
-                    "rate_limited", f"more than {self._rate_limit.per_second:g} messages a second from this sender"
-                ))  # fmt: skip
+            self._reject(sender, OscRejected(  # one count per packet, as for every other rejection of a whole packet
+                "rate_limited",
+                f"more than {self._rate_limit.per_second:g} messages a second from this sender ({len(dgrams)} dropped)",
+            ))  # fmt: skip
             return
         self._request_bytes = len(data)
         for dgram in dgrams:
