@@ -80,7 +80,8 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
     port = free_udp_port()
     playlist, errors = check_playlist(write_playlist(tmp_path, port), check_output=check_output)
     assert not errors and playlist is not None
-    app = StationApp(playlist, model=str(tiny_model_dir), device="cpu")
+    # the test joins a clip still being made itself (below): stop must not wait for it on a loaded machine
+    app = StationApp(playlist, model=str(tiny_model_dir), device="cpu", worker_grace_seconds=0.0)
     station = app.station
     next_index: list[int] = []
 
