@@ -52,10 +52,10 @@ class SmallGpuEngine:
 def test_a_live_state_that_makes_no_clip_is_rolled_back(
     tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from riffradio.app.application import StationApp
     from riffradio.engine.pipeline import RiffEngine
     from riffradio.playlist.loader import load_playlist
     from riffradio.station.producer import ROLLBACK_AFTER_FAILED_CLIPS
-    from riffradio.station.station import Station
 
     caplog.set_level(logging.INFO, logger="riffradio")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -73,14 +73,15 @@ riffs:
 """
     )
     engine = SmallGpuEngine(RiffEngine.load(str(tiny_model_dir), device="cpu"), max_steps=500)
-    station = Station(load_playlist(tmp_path / "station.yaml"), engine=engine, worker_grace_seconds=0.0)
+    app = StationApp(load_playlist(tmp_path / "station.yaml"), engine=engine, worker_grace_seconds=0.0)
+    station = app.station
     figures: dict[str, float] = {}
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
         on_air = asyncio.Event()
         station.add_on_air_listener(on_air.set)
-        task = asyncio.create_task(station.run())
+        task = asyncio.create_task(app.run())
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
@@ -128,7 +129,7 @@ riffs:
         finally:
             collector.cancel()
             sock.close()
-            station.stop()
+            app.stop()
             await asyncio.wait_for(task, 60)
 
     try:

@@ -56,22 +56,23 @@ def test_a_reloaded_playlist_starts_at_its_first_riff(tmp_path: Path) -> None:
 
     path = tmp_path / "station.yaml"
     path.write_text("riffs:\n  - {prompt: a, seed: 1, clips: 4}\n  - {prompt: b, clips: 4}\n")
-    station = Station(load_playlist(path), sinks=[])
+    app = StationApp(load_playlist(path), sinks=[])
+    station = app.station
     producer = station_producer(station)
     for _ in range(6):  # into riff b
         _, producer.position = plan_next(station.playlist, station.state.snapshot(), producer.position)
     assert producer.position.riff_index == 1 and producer.position.clip == 2
     path.write_text("station: {steps: 30}\nriffs:\n  - {prompt: a, seed: 1, clips: 4}\n  - {prompt: b, clips: 4}\n")
-    assert station.reload(path) == []
+    assert app.reload(path) == []
     assert (producer.position.riff_index, producer.position.clip) == (1, 2)  # same riffs: same place
     path.write_text("riffs:\n  - {prompt: x, seed: 5, clips: 2}\n  - {prompt: y, clips: 4}\n")
-    assert station.reload(path) == []
+    assert app.reload(path) == []
     clip, _ = plan_next(station.playlist, station.state.snapshot(), producer.position)
     assert (clip.request.start_prompt, clip.request.start_seed, clip.request.alpha) == ("x", 5, 0.0)
     assert station.state.snapshot().riff_index == 0
 
 
-def station_producer(station: Station):  # type: ignore[no-untyped-def]
+def station_producer(station):  # type: ignore[no-untyped-def]
     """The station's producer as ``run`` makes it, without an engine (none is called here)."""
     from riffradio.station.producer import Producer
 

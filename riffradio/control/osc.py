@@ -922,5 +922,7 @@ async def serve_osc(config: OscConfigLike, station: OscViews) -> OscServer:
     tcp = getattr(config, "tcp", None)
     tcp_port = None if tcp is None or tcp is False else (int(config.port) if tcp is True else int(tcp))
     await server._start(str(config.host), int(config.port), tcp_port)
-    station.add_block_listener(server.on_block)  # subscribers follow the title on air
+    add_block_listener = getattr(station, "add_block_listener", None)
+    if add_block_listener is not None:  # subscribers follow the title on air
+        add_block_listener(server.on_block)
     return server
