@@ -164,3 +164,57 @@ def test_a_continuation_outside_its_range_is_a_one_line_error(engine: RiffEngine
 
     with pytest.raises(RiffradioError, match=r"continuation_seconds 3 is outside \[0, 2.56\]"):
         engine.riff(_request(continuation_seconds=3.0), previous_latents=previous)
+
+
+class RecordingEngine(RiffEngine):
+    """The real engine, remembering what it was handed and what it made (for the station test)."""
+
+    def __init__(self, model) -> None:  # noqa: ANN001 - a LoadedModel
+        super().__init__(model)
+        self.calls: list[tuple[RiffRequest, torch.Tensor | None, RiffResult]] = []
+
+    def riff(self, request, should_cancel=None, previous_latents=None):  # noqa: ANN001, ANN201 - RiffEngine's
+        result = super().riff(request, should_cancel, previous_latents)
+        self.calls.append((request, previous_latents, result))
+        return result
+
+
+def test_the_producer_hands_each_clip_the_previous_clips_latents_and_phase(engine: RiffEngine) -> None:
+    from riffradio.metrics import StationMetrics
+    from riffradio.playlist import check_playlist_text
+    from riffradio.spectrogram.vocoder import Vocoder
+    from riffradio.station.buffer import CrossfadeBuffer
+    from riffradio.station.plan import plan_next
+    from riffradio.station.producer import Producer
+    from riffradio.station.state import StationState
+
+    playlist, errors = check_playlist_text(
+        "station: {steps: 3, continuation_seconds: 1.28, crossfade_seconds: 0.5}\n"
+        "riffs:\n  - {prompt: lofi hip hop beat, to: church bells, clips: 3}\n",
+        Path("continue.yaml"),
+    )
+    assert playlist is not None, errors
+    recording = RecordingEngine(engine.model)
+    state = StationState(len(playlist.riffs))
+    vocoder = Vocoder()
+    producer = Producer(playlist, state, recording, vocoder, CrossfadeBuffer(2, 44100, 0.5), 44100, StationMetrics())
+    clips = []
+    for _ in range(3):
+        planned, producer.position = plan_next(playlist, state.snapshot(), producer.position)
+        overlap = producer.overlap_samples(0.5, planned.request.continuation_seconds)
+        assert overlap == 16 * 3528  # 1.28 s: whole latent columns, the 0.5 s crossfade inside
+        clip, _ = producer.generate(producer.place(planned, overlap))
+        clips.append(clip)
+    (first, none, first_result), (second, handed, second_result), (third, handed_again, _) = recording.calls
+    assert none is None and first.continuation_seconds == 0.0  # the first clip has nothing to continue
+    assert second.continuation_seconds == third.continuation_seconds == pytest.approx(1.28)
+    assert handed is first_result.latents and handed_again is second_result.latents
+    assert torch.equal(second_result.latents[..., :16], first_result.latents[..., 48:])
+    assert clips[1].placement.start_samples == clips[0].placement.start_samples + 225_792 - 16 * 3528
+    # Both clips render the shared 1.28 s; with the phase handed on they decode to nearly the same
+    # waveform there (the first clip's last 1.28 s against the second's first), so the crossfade
+    # inside it mixes two renderings of one sound.
+    shared = 16 * 3528
+    middle = slice(shared // 2 - 11025, shared // 2 + 11025)
+    outgoing, incoming = clips[0].audio[0, -shared:][middle], clips[1].audio[0, :shared][middle]
+    assert float(np.corrcoef(outgoing, incoming)[0, 1]) > 0.9

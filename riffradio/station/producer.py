@@ -20,12 +20,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from riffradio.core.timeline import LoopShape, TimelineCursor, cursor_after, overlap_samples, place_clip
+from riffradio.core.timeline import LoopShape, Placement, TimelineCursor, cursor_after, overlap_samples, place_clip
+from riffradio.engine.continuation import LATENT_COLUMN_PIXELS, continuation_samples, latent_column_seconds
 from riffradio.core.types import Clip, RiffRequest, RiffResult
 from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from riffradio.spectrogram.params import SpectrogramParams
+    from riffradio.spectrogram.vocoder import VocodedClip
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,12 @@ class Engine(Protocol):
         """Where the engine runs (the vocoder runs there too)."""
 
     def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> RiffResult:
-        """The spectrogram image for ``request``; raises ``Cancelled`` when ``should_cancel()`` says so."""
+        """The spectrogram image for ``request``; raises ``Cancelled`` when ``should_cancel()`` says so.
+
+        An engine that can continue a clip also takes ``previous_latents=`` (the clip before's
+        ``RiffResult.latents``); the producer passes it only to continue a clip whose result had
+        latents (:meth:`riffradio.engine.pipeline.RiffEngine.riff`).
+        """
 
 
 def check_live_state(playlist: Playlist, snapshot: StateSnapshot, position: PlanPosition, engine: Any = None) -> None:
@@ -109,6 +116,46 @@ class Vocoder(Protocol):
 
     def image_to_audio(self, image: Image.Image, should_cancel: CancelCheck | None = None) -> np.ndarray:
         """Float32 audio ``(channels, samples)`` (or ``(samples,)``) at ``params.sample_rate_hz``."""
+
+    def decode(
+        self,
+        image: Image.Image,
+        should_cancel: CancelCheck | None = None,
+        previous: VocodedClip | None = None,
+        overlap_frames: int = 0,
+    ) -> VocodedClip:
+        """:meth:`image_to_audio` continuing the phase of ``previous`` over ``overlap_frames`` shared frames."""
+
+
+@dataclass(frozen=True)
+class MadeClip:
+    """What the clip after a generated clip may continue (kept by the producer for a few clips).
+
+    Attributes:
+        placement: where the clip sits on the timeline.
+        latents: its engine result's final latents (None: the engine gave none, nothing to keep).
+        vocoded: its decoded audio and phase (for a phase-continuous join).
+    """
+
+    placement: Placement
+    latents: Any
+    vocoded: VocodedClip
+
+
+def continued_request(request: RiffRequest, previous: Placement | None, hop_samples: int) -> RiffRequest:
+    """``request`` with the continuation it really gets after ``previous`` (pure).
+
+    A clip continues the one before only if that one sits right before it on the timeline and
+    overlaps it by whole latent columns: then the whole overlap is kept (the crossfade mixes
+    two renderings of the same columns). Otherwise — the first clip, a continuation just turned
+    on after a crossfade-only overlap — ``continuation_seconds`` becomes 0: the clip is made on
+    its own. ``hop_samples`` is one image column (441 samples at 44.1 kHz).
+    """
+    column_samples = LATENT_COLUMN_PIXELS * hop_samples
+    overlap = 0 if previous is None else previous.overlap_samples
+    if request.continuation_seconds <= 0 or overlap <= 0 or overlap % column_samples:
+        return request if request.continuation_seconds == 0 else replace(request, continuation_seconds=0.0)
+    return replace(request, continuation_seconds=overlap // column_samples * latent_column_seconds())
 
 
 SEED_CLIP_INDEX = -1  # the seed material played before the first generated clip
@@ -180,8 +227,6 @@ class Producer:
             abandon it; the clip after it takes them. Changes that settle keep abandoning the
             clip in the making, as before.
         clip_samples: the vocoder's clip length (5.12 s), for the timeline.
-        continuation_seconds: how much of each clip the next one keeps (0 = independent
-            clips); with the crossfade it sets the overlap, so the hop between clip starts.
     """
 
     def __init__(
@@ -201,7 +246,6 @@ class Producer:
         settle_seconds: float = DEFAULT_SETTLE_SECONDS,
         max_settle_seconds: float = DEFAULT_MAX_SETTLE_SECONDS,
         clip_samples: int = 225_792,
-        continuation_seconds: float = 0.0,
     ) -> None:
         self.playlist = playlist
         self.state = state
@@ -218,7 +262,6 @@ class Producer:
         self.settle_seconds = settle_seconds
         self.max_settle_seconds = max_settle_seconds
         self.clip_samples = clip_samples
-        self.continuation_seconds = continuation_seconds
         self.position: PlanPosition = START
         self.cursor = TimelineCursor()  # where the next clip goes on the timeline
         self.realtime_factor = 0.0
@@ -233,6 +276,7 @@ class Producer:
         self._planned_version = self._version  # the state version the last clip was planned under
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
+        self._made: OrderedDict[int, MadeClip] = OrderedDict()  # the last few generated clips, to continue
         self._failures = 0
         self._good_state = state.snapshot()  # the last state that made a clip (or the first one)
         self.rollbacks = 0
@@ -322,7 +366,7 @@ class Producer:
                 )
             try:
                 self.idle.clear()
-                overlap = self.overlap_samples(snapshot.crossfade_seconds)
+                overlap = self.overlap_samples(snapshot.crossfade_seconds, planned.request.continuation_seconds)
                 clip, gain_db = await run_in_daemon_thread(self._generate_then_idle, planned, committed, overlap)
             except Cancelled:
                 # The DJ changed the state while this clip was being made: it would be dropped
@@ -424,10 +468,19 @@ class Producer:
         finally:
             self.idle.set()
 
-    def overlap_samples(self, crossfade_seconds: float | None) -> int:
-        """How much of a clip the next one overlaps at ``crossfade_seconds`` (None: the buffer's default)."""
+    def overlap_samples(self, crossfade_seconds: float | None, continuation_seconds: float = 0.0) -> int:
+        """How much of a clip the next one overlaps at ``crossfade_seconds`` (None: the buffer's default).
+
+        With continuation on, whole latent columns (3 528 samples): the continuation or the
+        crossfade rounded up, whichever is longer, at most half a clip — the next clip keeps all
+        of it (:func:`continued_request`), so the crossfade lies inside what both clips share.
+        """
         crossfade = self.buffer.crossfade_seconds if crossfade_seconds is None else crossfade_seconds
-        return overlap_samples(crossfade, self.continuation_seconds, self.sample_rate_hz, self.clip_samples)
+        if continuation_samples(continuation_seconds) == 0:
+            return overlap_samples(crossfade, 0.0, self.sample_rate_hz, self.clip_samples)
+        column = LATENT_COLUMN_PIXELS * self.vocoder.params.hop_length_samples
+        crossfade_columns = -(-overlap_samples(crossfade, 0.0, self.sample_rate_hz, self.clip_samples) // column)
+        return min(max(continuation_samples(continuation_seconds), crossfade_columns * column), self.clip_samples // 2 // column * column)
 
     def place(self, planned: PlannedClip, overlap: int, advance: bool = True) -> PlannedClip:
         """``planned`` placed at the timeline cursor, its request asking for the seed window there.
@@ -441,6 +494,15 @@ class Producer:
             self.cursor = cursor
         request = replace(planned.request, seed_window_start_samples=placement.window_start_samples)
         return replace(planned, request=request, placement=placement)
+
+    def _made_before(self, placement: Placement | None) -> MadeClip | None:
+        """The most recent generated clip that ends where ``placement`` begins its overlap (right before it)."""
+        if placement is None:
+            return None
+        for made in reversed(self._made.values()):
+            if made.placement.next_start_samples == placement.start_samples:
+                return made
+        return None
 
     def seed_clip(self, overlap: int) -> Clip:
         """The seed material for the station's start: the first clip's seed window at its place,
@@ -480,8 +542,26 @@ class Producer:
 
         should_cancel = None if committed else state_changed
         assert self.engine is not None, "Producer.engine must be set before clips are generated"
-        result = self.engine.riff(planned.request, should_cancel=should_cancel)
-        audio = self.vocoder.image_to_audio(result.image, should_cancel=should_cancel)
+        # Continue the clip right before this one on the timeline, if it is still known (it is
+        # the one playing after a change: a change bends the music, it does not restart it).
+        previous = self._made_before(planned.placement)
+        hop = self.vocoder.params.hop_length_samples
+        request = continued_request(planned.request, previous.placement if previous else None, hop)
+        planned = replace(planned, request=request)
+        continued = previous is not None and request.continuation_seconds > 0 and previous.latents is not None
+        if continued:
+            result = self.engine.riff(request, should_cancel=should_cancel, previous_latents=previous.latents)
+            vocoded = self.vocoder.decode(
+                result.image, should_cancel, previous=previous.vocoded, overlap_frames=previous.placement.overlap_samples // hop
+            )
+        else:
+            result = self.engine.riff(request, should_cancel=should_cancel)
+            vocoded = self.vocoder.decode(result.image, should_cancel)
+        if planned.placement is not None:
+            self._made[planned.index] = MadeClip(planned.placement, result.latents, vocoded)
+            while len(self._made) > self.lookahead_clips + 2:
+                self._made.popitem(last=False)
+        audio = vocoded.audio
         # Normalised as played: a mono clip copied to two channels measures 3 dB louder (BS.1770).
         audio = match_channels(audio, self.buffer.channels)
         normalised = normalise_clip(
