@@ -480,7 +480,8 @@ class Producer:
             return overlap_samples(crossfade, 0.0, self.sample_rate_hz, self.clip_samples)
         column = LATENT_COLUMN_PIXELS * self.vocoder.params.hop_length_samples
         crossfade_columns = -(-overlap_samples(crossfade, 0.0, self.sample_rate_hz, self.clip_samples) // column)
-        return min(max(continuation_samples(continuation_seconds), crossfade_columns * column), self.clip_samples // 2 // column * column)
+        most = self.clip_samples // 2 // column * column
+        return min(max(continuation_samples(continuation_seconds), crossfade_columns * column), most)
 
     def place(self, planned: PlannedClip, overlap: int, advance: bool = True) -> PlannedClip:
         """``planned`` placed at the timeline cursor, its request asking for the seed window there.
@@ -551,9 +552,8 @@ class Producer:
         continued = previous is not None and request.continuation_seconds > 0 and previous.latents is not None
         if continued:
             result = self.engine.riff(request, should_cancel=should_cancel, previous_latents=previous.latents)
-            vocoded = self.vocoder.decode(
-                result.image, should_cancel, previous=previous.vocoded, overlap_frames=previous.placement.overlap_samples // hop
-            )
+            overlap_frames = previous.placement.overlap_samples // hop
+            vocoded = self.vocoder.decode(result.image, should_cancel, previous=previous.vocoded, overlap_frames=overlap_frames)
         else:
             result = self.engine.riff(request, should_cancel=should_cancel)
             vocoded = self.vocoder.decode(result.image, should_cancel)
