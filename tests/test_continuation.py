@@ -162,7 +162,7 @@ def test_a_batch_of_continued_riffs_equals_them_one_by_one(
 def test_a_continuation_outside_its_range_is_a_one_line_error(engine: RiffEngine, previous: torch.Tensor) -> None:
     from riffradio.errors import RiffradioError
 
-    with pytest.raises(RiffradioError, match=r"continuation_seconds 3 is outside \[0, 2.56\]"):
+    with pytest.raises(RiffradioError, match=r"continuation_seconds must be between 0 and 2.56, got 3.0"):
         engine.riff(_request(continuation_seconds=3.0), previous_latents=previous)
 
 

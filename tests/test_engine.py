@@ -142,12 +142,14 @@ def test_riffusion_defaults_are_38_guided_unet_calls(engine: RiffEngine) -> None
     from diffusers import DDIMScheduler
 
     scheduler = type(engine.model.scheduler).from_config(engine.model.scheduler.config)
-    timesteps = img2img_timesteps(scheduler, 50, 0.75)
+    timesteps, noise_timestep = img2img_timesteps(scheduler, 50, 0.75)
     assert len(timesteps) == 38
     assert torch.equal(timesteps, scheduler.timesteps[13:])
-    assert int(timesteps[0]) == 741
-    with pytest.raises(RiffradioError, match="no denoising step"):
-        img2img_timesteps(DDIMScheduler.from_config(scheduler.config, steps_offset=0), 4, 0.1)
+    assert int(timesteps[0]) == int(noise_timestep[0]) == 741
+    # so few steps that none runs is an img2img without a UNet call: noised to the least noisy timestep
+    ddim = DDIMScheduler.from_config(scheduler.config, steps_offset=0)
+    timesteps, noise_timestep = img2img_timesteps(ddim, 4, 0.1)
+    assert len(timesteps) == 0 and int(noise_timestep[0]) == int(ddim.timesteps[-1])
 
 
 def test_no_guidance_runs_the_unet_once_per_step_unbatched(engine: RiffEngine, unet_calls: list[int]) -> None:
@@ -220,10 +222,11 @@ def test_bfloat16_on_cpu_is_close_to_float32(
 
 def test_invalid_requests_are_one_line_errors(engine: RiffEngine) -> None:
     for changes, message in [
-        ({"alpha": 1.5}, "alpha 1.5 is outside"),
-        ({"start_denoising": 0.0}, "start_denoising 0 is outside"),
-        ({"num_inference_steps": 0}, "num_inference_steps 0"),
-        ({"end_guidance": -1.0}, "end_guidance -1 is negative"),
+        ({"alpha": 1.5}, "alpha must be between 0 and 1, got 1.5"),
+        ({"start_denoising": float("nan")}, "start_denoising must be finite, got nan"),
+        ({"start_denoising": 1.01}, "start_denoising must be between 0 and 1"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be between 1 and 1000, got 0"),
+        ({"end_guidance": -1.0}, "end_guidance must be between 0 and 30, got -1.0"),
         ({"seed_image": "/no/such/seed.png"}, "seed image '/no/such/seed.png'"),
     ]:
         with pytest.raises(RiffradioError, match=message) as caught:

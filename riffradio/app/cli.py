@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from riffradio import __version__
 from riffradio.app import commands as station_commands
@@ -25,8 +26,17 @@ from riffradio.spectrogram import commands as spectrogram_commands
 COMMAND_MODULES = (spectrogram_commands, engine_commands, station_commands, sinks_commands)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (``riffradio render: error: argument
+    --seconds: must be finite, got inf``) and exit code 2, with no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="riffradio",
         description="An endless, live-steerable AI radio station (Riffusion on diffusers).",
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from riffradio.app.application import StationApp
 from riffradio.app.outputs import check_output
+from riffradio.core.knobs import number_argument
 from riffradio.errors import RiffradioError
 from riffradio.playlist.loader import check_playlist
 from riffradio.playlist.model import Playlist
@@ -170,12 +171,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     play.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)
     play.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1, mps (default: the playlist's)")
     play.add_argument("--dtype", default=None, help=dtype_help)
-    play.add_argument("--seconds", type=float, default=None, metavar="N", help="stop cleanly after N seconds of audio")
+    play.add_argument("--seconds", type=number_argument("seconds"), default=None, metavar="N", help="stop cleanly after N seconds of audio")
     play.set_defaults(handler=_play)
 
     render = subparsers.add_parser("render", help="render the station offline to a file, as fast as possible")
     render.add_argument("playlist", metavar="PLAYLIST", help="YAML playlist file")
-    render.add_argument("--seconds", type=float, required=True, metavar="N", help="seconds of audio to render")
+    render.add_argument("--seconds", type=number_argument("seconds"), required=True, metavar="N", help="seconds of audio to render")
     render.add_argument("-o", "--output", required=True, metavar="OUT", help="output file: .flac, .wav or .ogg")
     render.add_argument("--force", action="store_true", help="overwrite OUT (and its cue sheet) if it exists")
     render.add_argument("--model", default=None, metavar="ID_OR_DIR", help=model_help)

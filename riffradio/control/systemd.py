@@ -184,7 +184,6 @@ class Watchdog:
         # systemd's own advice (sd_watchdog_enabled(3)): ping at half the interval.
         self.pet_interval_seconds: float | None = interval / 2 if interval else None
         self._last_pet: float | None = None
-        self.pets_sent = 0
 
     @property
     def enabled(self) -> bool:
@@ -200,7 +199,6 @@ class Watchdog:
         if not self.notifier.watchdog():
             return False  # try again at the next block
         self._last_pet = now
-        self.pets_sent += 1
         return True
 
 

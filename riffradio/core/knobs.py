@@ -9,7 +9,9 @@ caller adds where it came from (a ``file:line:column``, an OSC address, a CLI ar
 
 from __future__ import annotations
 
+import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +78,7 @@ KNOBS: dict[str, Knob] = {
              "ceiling of the output's true-peak limiter"),
         # control and command line
         Knob("port", int, "", 1, 65535, 9000, "a TCP/UDP port to listen on"),
-        Knob("bpm", float, "beats per minute", 20.0, 400.0, 93.75, "tempo of a synthesised seed loop"),
+        Knob("bpm", float, "beats per minute", 40.0, 240.0, 93.75, "tempo of a synthesised seed loop"),
         Knob("seconds", float, "seconds", 0.0, 7 * 24 * 3600.0, 60.0, "length of audio to render or read"),
         Knob("sample_rate_hz", int, "Hz", 8000, 192_000, SAMPLE_RATE_HZ, "sample rate of audio read or written"),
     )
@@ -121,10 +123,10 @@ def check_number(name: str, value: Any, kind: type, low: float | None = None, hi
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         wanted = "a whole number" if kind is int else "a number"
         raise ValueError(f"{name} must be {wanted}, got {_shown(value)}")
-    if not math.isfinite(float(value)):
+    if isinstance(value, float) and not math.isfinite(value):  # ints are finite (and may not fit a float)
         raise ValueError(f"{name} must be finite, got {value}")
     if kind is int:
-        if float(value) != int(value):
+        if isinstance(value, float) and not value.is_integer():
             raise ValueError(f"{name} must be a whole number, got {value}")
         value = int(value)
     else:
@@ -134,6 +136,33 @@ def check_number(name: str, value: Any, kind: type, low: float | None = None, hi
         shown_high = "inf" if high is None else _bound(high, kind)
         raise ValueError(f"{name} must be between {shown_low} and {shown_high}, got {value}")
     return value
+
+
+def number_argument(knob: str | None = None, kind: type = float, low: float | None = None,
+                    high: float | None = None) -> Callable[[str], Any]:
+    """An argparse ``type=`` that reads a number and checks it like everything else.
+
+    With ``knob``, the range and type of that row of :data:`KNOBS`; else ``kind`` and
+    ``low`` … ``high``. nan, ±inf, fractions where a whole number is wanted and values out of
+    range become argparse errors (one line, naming the argument; see ``riffradio.app.cli``).
+    """
+    if knob is not None:
+        row = KNOBS[knob]
+        kind, low, high = row.kind, row.low, row.high
+
+    def parse(text: str) -> Any:
+        try:
+            value: float | int = int(text) if kind is int and text.strip().lstrip("+-").isdigit() else float(text)
+        except ValueError:
+            wanted = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        try:
+            return check_number("value", value, kind, low, high)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def check_knob(name: str, value: Any, label: str | None = None) -> Any:

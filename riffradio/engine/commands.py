@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from riffradio.core.knobs import number_argument
 from riffradio.errors import RiffradioError
 
 logger = logging.getLogger(__name__)
@@ -73,13 +74,6 @@ def _make_test_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is outside [0, 1]")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     from riffradio.core.defaults import DEFAULT_MODEL, DEFAULT_SEED_IMAGE
     from riffradio.engine.loading import SCHEDULER_NAMES
@@ -91,24 +85,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     riff.add_argument("--prompt", required=True, help="text prompt (the start prompt of a transition)")
     riff.add_argument("--to", default=None, metavar="PROMPT2", help="end prompt of a transition (default: --prompt)")
-    riff.add_argument("--seed", type=int, default=42, help="start seed (default 42)")
-    riff.add_argument("--to-seed", type=int, default=None, metavar="SEED2", help="end seed (default: --seed)")
+    riff.add_argument("--seed", type=number_argument("seed"), default=42, help="start seed (default 42)")
+    riff.add_argument("--to-seed", type=number_argument("seed"), default=None, metavar="SEED2", help="end seed (default: --seed)")
     riff.add_argument(
-        "--alpha", type=_probability, default=0.0, help="position from start (0) to end (1), default 0"
+        "--alpha", type=number_argument("alpha"), default=0.0, help="position from start (0) to end (1), default 0"
     )
     riff.add_argument(
-        "--denoising", type=float, default=0.75, help="img2img strength in (0, 1] (default 0.75)"
+        "--denoising", type=number_argument("denoising"), default=0.75,
+        help="img2img strength in [0, 1]; 0 plays the seed image (default 0.75)",
     )
-    riff.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance scale (default 7)")
+    riff.add_argument("--guidance", type=number_argument("guidance"), default=7.0, help="classifier-free guidance scale (default 7)")
     riff.add_argument("--negative-prompt", default="", help="text to steer away from (default none)")
-    riff.add_argument("--steps", type=int, default=50, help="scheduler steps at strength 1 (default 50)")
+    riff.add_argument("--steps", type=number_argument("steps"), default=50, help="scheduler steps at strength 1 (default 50)")
     seed_group = riff.add_mutually_exclusive_group()
     seed_group.add_argument(
         "--seed-image",
         default=DEFAULT_SEED_IMAGE,
         help=f"bundled name, PNG/audio path or spec (default {DEFAULT_SEED_IMAGE})",
     )
-    seed_group.add_argument("--bpm", type=float, default=None, help="synthesise a drum-loop seed at this tempo")
+    seed_group.add_argument("--bpm", type=number_argument("bpm"), default=None, help="synthesise a drum-loop seed at this tempo")
     riff.add_argument("--mask-image", default=None, help="mask image: white is repainted, black kept")
     riff.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id or local diffusers directory ({DEFAULT_MODEL})")
     riff.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cpu, cuda, cuda:N, mps")
@@ -130,5 +125,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument(
         "--size", choices=("tiny", "sd15"), default="tiny", help="tiny (fast, tests) or sd15 (real architecture)"
     )
-    make.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    make.add_argument("--seed", type=number_argument("seed"), default=0, help="seed of the random weights (default 0)")
     make.set_defaults(handler=_make_test_model)

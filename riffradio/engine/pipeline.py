@@ -39,6 +39,7 @@ import numpy as np
 
 from riffradio.engine.interpolation import lerp, mix, slerp
 from riffradio.core.defaults import DEFAULT_MODEL
+from riffradio.core.knobs import check_knob
 from riffradio.engine.loading import LoadedModel, is_out_of_memory, load_model, out_of_memory_message
 from riffradio.engine.prompt_weights import (
     WeightedTokens,
@@ -49,7 +50,6 @@ from riffradio.engine.prompt_weights import (
 )
 from riffradio.core.types import RiffRequest, RiffResult
 from riffradio.engine.continuation import (
-    MAX_CONTINUATION_SECONDS,
     continuation_mask,
     continued_init_latents,
     kept_latent_columns,
@@ -349,6 +349,7 @@ class RiffEngine:
         return (
             steps,
             int(steps * item.strength),
+            item.strength > 0,
             item.guidance_scale > 1.0,
             item.masked,
             item.init_image.size,
@@ -451,11 +452,15 @@ class RiffEngine:
         noise = self._prepare_noise(batch, tuple(init_latents.shape[1:]))
         mask = self._prepare_mask(batch, init_latents)
 
-        # 5. Timesteps: the schedule cut by the strength.
-        timesteps = self._get_timesteps(batch)
+        # 5. Timesteps: the schedule cut by the strength (empty: no UNet call, still a valid img2img).
+        timesteps, noise_timestep = self._get_timesteps(batch)
 
-        # 6. The init latents noised to the first timestep of the loop.
-        latents = self._model.scheduler.add_noise(init_latents, noise, timesteps[:1].repeat(len(batch)))
+        # 6. The init latents noised to the first timestep of the loop; at strength 0 the seed
+        #    image's latents as they are, so the clip is the seed image.
+        if batch[0].strength > 0:
+            latents = self._model.scheduler.add_noise(init_latents, noise, noise_timestep.repeat(len(batch)))
+        else:
+            latents = init_latents
         watch.lap("other")
 
         # 7. The denoising loop, with classifier-free guidance and the mask blend; then the
@@ -563,10 +568,16 @@ class RiffEngine:
             ]
         )
 
-    def _get_timesteps(self, batch: list[_Prepared]) -> torch.Tensor:
-        """Step 5: the timesteps img2img denoises at the batch's strength (see :func:`img2img_timesteps`)."""
+    def _get_timesteps(self, batch: list[_Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 5: the timesteps img2img denoises at the batch's strength, and the one the init
+        latents are noised to (see :func:`img2img_timesteps`)."""
         steps = batch[0].request.num_inference_steps
-        return img2img_timesteps(self._model.scheduler, steps, batch[0].strength).to(self.device)
+        if batch[0].strength <= 0:  # the seed image as it is: no noise, no denoising
+            scheduler = self._model.scheduler
+            scheduler.set_timesteps(steps)
+            return scheduler.timesteps[:0].to(self.device), scheduler.timesteps[-1:].to(self.device)
+        timesteps, noise_timestep = img2img_timesteps(self._model.scheduler, steps, batch[0].strength)
+        return timesteps.to(self.device), noise_timestep.to(self.device)
 
     def _denoise(
         self,
@@ -634,29 +645,34 @@ class RiffEngine:
         return images
 
 
-def img2img_timesteps(scheduler: Any, num_inference_steps: int, strength: float) -> torch.Tensor:
+def img2img_timesteps(scheduler: Any, num_inference_steps: int, strength: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The timesteps an img2img run at ``strength`` denoises, Riffusion's way; sets up ``scheduler``.
 
     With Riffusion's checkpoint (PNDM, skip_prk_steps, steps_offset 1), 50 steps at strength
     0.75 give 38 timesteps starting at ``timesteps[13]``; the init latents are noised to the
     first of them. Other schedulers run ``int(steps * strength)`` timesteps.
 
-    Raises:
-        RiffradioError: the strength is so low that no step would run.
+    So few steps that none is left (``steps: 1``, or a low strength) is a valid img2img with no
+    UNet call: Riffusion then noises the init latents to ``timesteps[-init_timestep]`` and
+    decodes them as they are.
+
+    Returns:
+        ``(timesteps, noise_timestep)``: the loop's timesteps (maybe none), and a one-element
+        tensor with the timestep the init latents are noised to.
     """
     scheduler.set_timesteps(num_inference_steps)
     offset = scheduler.config.get("steps_offset", 0)
     init_timestep = min(int(num_inference_steps * strength) + offset, num_inference_steps)
     t_start = max(num_inference_steps - init_timestep + offset, 0)
     timesteps = scheduler.timesteps[t_start:]
-    if len(timesteps) == 0:
-        raise RiffradioError(
-            f"denoising {strength:g} with {num_inference_steps} steps runs no denoising step:"
-            " raise the steps or the denoising strength"
-        )
+    if len(timesteps) > 0:
+        noise_timestep = timesteps[:1]
+    else:  # Riffusion's index; init_timestep 0 would wrap to the noisiest, so the least noisy then
+        noise_timestep = scheduler.timesteps[-init_timestep:][:1] if init_timestep > 0 else scheduler.timesteps[-1:]
     if hasattr(scheduler, "set_begin_index"):  # sigma-indexed schedulers start mid-schedule
-        scheduler.set_begin_index(t_start)
-    return timesteps
+        noised_at = t_start if len(timesteps) > 0 else len(scheduler.timesteps) - max(init_timestep, 1)
+        scheduler.set_begin_index(noised_at)
+    return timesteps, noise_timestep
 
 
 def _guide(noise_pred: torch.Tensor, scales: list[float]) -> torch.Tensor:
@@ -693,21 +709,17 @@ def _load_image(reference: str, window_start_samples: int = 0) -> Image.Image:
 
 
 def _validate(request: RiffRequest) -> None:
-    """Raise a one-line error for knobs outside what the maths accepts."""
+    """Raise a one-line error for knobs outside the knob table (every value inside makes a riff)."""
     problems = []
-    if not 0.0 <= request.alpha <= 1.0:
-        problems.append(f"alpha {request.alpha:g} is outside [0, 1]")
-    for name in ("start_denoising", "end_denoising"):
-        value = getattr(request, name)
-        if not 0.0 < value <= 1.0:
-            problems.append(f"{name} {value:g} is outside (0, 1]")
-    for name in ("start_guidance", "end_guidance"):
-        value = getattr(request, name)
-        if not value >= 0.0:
-            problems.append(f"{name} {value:g} is negative")
-    if request.num_inference_steps < 1:
-        problems.append(f"num_inference_steps {request.num_inference_steps} is below 1")
-    if not 0.0 <= request.continuation_seconds <= MAX_CONTINUATION_SECONDS:
-        problems.append(f"continuation_seconds {request.continuation_seconds:g} is outside [0, {MAX_CONTINUATION_SECONDS:g}]")
+    checks = (
+        ("alpha", "alpha"), ("start_denoising", "denoising"), ("end_denoising", "denoising"),
+        ("start_guidance", "guidance"), ("end_guidance", "guidance"), ("num_inference_steps", "steps"),
+        ("start_seed", "seed"), ("end_seed", "seed"), ("continuation_seconds", "continuation_seconds"),
+    )  # fmt: skip
+    for field_name, knob in checks:
+        try:
+            check_knob(knob, getattr(request, field_name), field_name)
+        except ValueError as error:
+            problems.append(str(error))
     if problems:
-        raise RiffradioError(f"invalid riff request for {request.title!r}: " + "; ".join(problems))
+        raise RiffradioError(f"invalid riff request for {request.title[:80]!r}: " + "; ".join(problems))

@@ -138,7 +138,6 @@ class _Recording:
         self.cue: TextIO | None = None
         self.patch: Any = None  # unbuffered r+b handle on the FLAC, for its sample count
         self.frames = 0
-        self.frames_at_flush = 0
         self.last_key: tuple[int, bool] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         full = _disk_full_error(path.parent, f"to start {path.name}")
@@ -178,7 +177,6 @@ class _Recording:
         if self.cue is not None:
             self.cue.flush()
             os.fsync(self.cue.fileno())
-        self.frames_at_flush = self.frames
 
     def close(self) -> None:
         """Close every handle (never raises: a broken disk must still close); drop it if empty."""

@@ -29,6 +29,7 @@ from typing import Any
 import av
 import numpy as np
 
+from riffradio.core.defaults import SAMPLE_RATE_HZ
 from riffradio.playlist.model import OutputSpec
 from riffradio.sinks.base import Sink, SinkError
 from riffradio.sinks.options import OutputOptions
@@ -146,7 +147,7 @@ class FlvSettings:
     audio_bitrate_kbps: int = 128
     keyframe_seconds: float = 2.0
     preset: str = "veryfast"
-    sample_rate_hz: int = 44100
+    sample_rate_hz: int = SAMPLE_RATE_HZ
     visible_seconds: float = 10.24
 
     @property
@@ -268,7 +269,7 @@ class RtmpSink(Sink):
         audio_bitrate_kbps: int = 128,
         keyframe_seconds: float = 2.0,
         preset: str = "veryfast",
-        sample_rate_hz: int = 44100,
+        sample_rate_hz: int = SAMPLE_RATE_HZ,
         visible_seconds: float = 10.24,
         timeout_seconds: float = 10.0,
     ) -> None:

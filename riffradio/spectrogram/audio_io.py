@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from riffradio.core.defaults import SAMPLE_RATE_HZ
 from riffradio.errors import RiffradioError
 
 
@@ -71,7 +72,7 @@ def resample(audio: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
 
 def read_audio(
     path: str | Path,
-    sample_rate_hz: int = 44_100,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
     mono: bool = True,
     start_seconds: float = 0.0,
     duration_seconds: float | None = None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from riffradio.core.defaults import SAMPLE_RATE_HZ
+from riffradio.core.knobs import SEED_MAX, number_argument
 from riffradio.errors import RiffradioError
 
 
@@ -67,7 +69,7 @@ def _seed_image(args: argparse.Namespace) -> int:
     loop = render_drum_loop(spec)
     save_spectrogram_image(loop_to_image(loop), args.out)
     if args.audio_out is not None:
-        write_audio(args.audio_out, loop, 44_100)
+        write_audio(args.audio_out, loop, SAMPLE_RATE_HZ)
     return 0
 
 
@@ -79,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     encode.add_argument("audio", type=Path, help="audio file (wav, flac, ogg, mp3, ...)")
     encode.add_argument("out", type=Path, help="output PNG")
-    encode.add_argument("--start-seconds", type=float, default=0.0, help="where the excerpt starts (default 0)")
+    encode.add_argument("--start-seconds", type=number_argument("seconds"), default=0.0, help="where the excerpt starts (default 0)")
     encode.add_argument("--stereo", action="store_true", help="encode left/right as green/blue")
     encode.set_defaults(handler=_audio_to_image)
 
@@ -90,15 +92,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     decode.set_defaults(handler=_image_to_audio)
 
     seed = subparsers.add_parser("seed-image", help="synthesise a drum-loop seed (any tempo, whole bars)")
-    seed.add_argument("--bpm", type=float, default=93.75, help="tempo, 40 … 240, fractional allowed (default 93.75)")
-    seed.add_argument("--beats-per-bar", type=int, default=4, help="beats per bar (default 4)")
+    seed.add_argument("--bpm", type=number_argument("bpm"), default=93.75, help="tempo, 40 … 240, fractional allowed (default 93.75)")
+    seed.add_argument("--beats-per-bar", type=number_argument(kind=int, low=1, high=32), default=4, help="beats per bar (default 4)")
     seed.add_argument(
-        "--bars", type=int, default=0, help="bars in the loop (default: the whole number nearest 5.12 s, at least 1)"
+        "--bars", type=number_argument(kind=int, low=0), default=0, help="bars in the loop (default: the whole number nearest 5.12 s, at least 1)"
     )
     seed.add_argument("--pattern", default="rock", choices=sorted(PATTERNS), help="drum pattern (default rock)")
-    seed.add_argument("--swing", type=float, default=0.0, help="0 … 0.5 of a 16th (default 0)")
-    seed.add_argument("--bass-hz", type=float, default=0.0, help="bass note on each kick, 0 = none")
-    seed.add_argument("--seed", type=int, default=0, help="noise seed for snares and hats")
+    seed.add_argument("--swing", type=number_argument(low=0.0, high=0.5), default=0.0, help="0 … 0.5 of a 16th (default 0)")
+    seed.add_argument("--bass-hz", type=number_argument(low=0.0, high=20_000.0), default=0.0, help="bass note on each kick, 0 = none")
+    seed.add_argument("--seed", type=number_argument(kind=int, low=0, high=SEED_MAX), default=0, help="noise seed for snares and hats")
     seed.add_argument("-o", "--out", type=Path, required=True, help="output PNG: the loop's first 5.12 s window")
     seed.add_argument(
         "--audio-out", type=Path, default=None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from riffradio.core.defaults import SAMPLE_RATE_HZ
+
 
 @dataclass(frozen=True)
 class SpectrogramParams:
@@ -26,7 +28,7 @@ class SpectrogramParams:
         image_width_frames: columns per image (512 = 5.12 s).
     """
 
-    sample_rate_hz: int = 44_100
+    sample_rate_hz: int = SAMPLE_RATE_HZ
     stereo: bool = False
     step_size_ms: int = 10
     window_duration_ms: int = 100

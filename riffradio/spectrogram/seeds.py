@@ -55,17 +55,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from riffradio.core.knobs import KNOBS
 from riffradio.errors import RiffradioError
 from riffradio.spectrogram.params import SpectrogramParams
 
 SEED_IMAGE_SIZE = (512, 512)
-MIN_BPM, MAX_BPM = 40.0, 240.0
+MIN_BPM, MAX_BPM = KNOBS["bpm"].low, KNOBS["bpm"].high
 MAX_BARS = 64
 MIN_LOOP_SECONDS = 0.25  # one beat at 240 BPM
 MAX_LOOP_SECONDS = 300.0  # a seed loop is held in memory whole (300 s mono = 53 MB)
 _CLIP_SECONDS = SpectrogramParams().clip_seconds
 
-# 16 steps per bar of four beats: K kick, S snare, h hat, o open hat, . rest (scaled for other bars).
+# One row of 16 steps per drum for a bar of four beats (scaled for other bars): x plays, . rests.
 PATTERNS: dict[str, dict[str, str]] = {
     "rock": {"kick": "x.......x.x.....", "snare": "....x.......x...", "hat": "x.x.x.x.x.x.x.x."},
     "four_on_the_floor": {"kick": "x...x...x...x...", "snare": "....x.......x...", "hat": "..x...x...x...x."},

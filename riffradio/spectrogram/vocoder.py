@@ -374,7 +374,10 @@ class Vocoder:
         self, params: SpectrogramParams = SpectrogramParams(), device: str | torch.device = "cpu"
     ) -> None:
         self.params = params
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise RiffradioError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
         # Build the cached operators now, not during the first clip.
         _inverse_mel_operators(params, params.win_length_samples)
         _inverse_mel_operators(params, params.n_fft_samples, _FINE_SOLVE_MAX_HZ)

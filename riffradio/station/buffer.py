@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from riffradio.core.defaults import SAMPLE_RATE_HZ
 from riffradio.core.timeline import late_start_offset_samples, repeat_back_samples
 from riffradio.core.types import Clip, NowPlaying
 
@@ -137,7 +138,7 @@ class CrossfadeBuffer:
     def __init__(
         self,
         channels: int = 2,
-        sample_rate_hz: int = 44100,
+        sample_rate_hz: int = SAMPLE_RATE_HZ,
         crossfade_seconds: float = 0.5,
         on_underrun: Callable[[int], None] | None = None,
     ) -> None:

@@ -83,8 +83,6 @@ class Consumer:
         self.producer_alive = producer_alive
         self.limiter = TruePeakLimiter(channels, sample_rate_hz, true_peak_dbtp)
         self.frames_played = 0
-        self.blocks_played = 0
-        self.clock_slips = 0
         self.started_monotonic: float | None = None
         self.last_block_monotonic: float | None = None
         self.finished = threading.Event()  # set when max_frames is reached or the clock stops
@@ -152,7 +150,6 @@ class Consumer:
                         break
                 elif delay < -1.0:
                     # the machine stalled (suspend, overload): resynchronise instead of bursting
-                    self.clock_slips += 1
                     log.warning("audio clock was %.2f s late; resynchronised", -delay)
                     start = time.monotonic() - self.frames_played / self.sample_rate_hz
             elif not self._wait_for_audio(frames):
@@ -171,7 +168,6 @@ class Consumer:
         block = AudioBlock(samples=samples, sample_rate_hz=self.sample_rate_hz, start_frame=self.frames_played, now_playing=now)
         self.output.push(block)
         self.frames_played += frames
-        self.blocks_played += 1
         self.last_block_monotonic = time.monotonic()
         seconds = frames / self.sample_rate_hz
         self.metrics.audio_seconds_played.inc(seconds)
