@@ -225,7 +225,7 @@ def test_invalid_requests_are_one_line_errors(engine: RiffEngine) -> None:
         ({"alpha": 1.5}, "alpha must be between 0 and 1, got 1.5"),
         ({"start_denoising": float("nan")}, "start_denoising must be finite, got nan"),
         ({"start_denoising": 1.01}, "start_denoising must be between 0 and 1"),
-        ({"num_inference_steps": 0}, "num_inference_steps must be between 1 and 1000, got 0"),
+        ({"num_inference_steps": 0}, "num_inference_steps must be between 1 and 500, got 0"),
         ({"end_guidance": -1.0}, "end_guidance must be between 0 and 30, got -1.0"),
         ({"seed_image": "/no/such/seed.png"}, "seed image '/no/such/seed.png'"),
     ]:

@@ -42,7 +42,7 @@ def makers(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
-@settings(max_examples=4, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.fixed_dictionaries({name: st.sampled_from(ends) for name, ends in ENDS.items()}))
 @example(LOW)
 @example(HIGH)

@@ -170,7 +170,7 @@ def test_check_command_prints_all_errors_and_exits_1(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
-        f"{bad}:1:18: station.steps must be between 1 and 1000, got 0",
+        f"{bad}:1:18: station.steps must be between 1 and 500, got 0",
         f"{bad}:3:28: riff 1: denoising must be between 0 and 1, got 2.0",
         f"{bad}:4:17: unknown key 'clipz' in riff 2 (did you mean 'clips'?)",
     ]

@@ -55,7 +55,8 @@ KNOBS: dict[str, Knob] = {
              "img2img strength: 0 plays the seed image as it is, 1 ignores it"),
         Knob("guidance", float, "×", 0.0, 30.0, 7.0,
              "classifier-free guidance scale; 1 or less turns guidance off"),
-        Knob("steps", int, "steps", 1, 1000, 50,
+        # at most 500: a 1000-step PNDM schedule with steps_offset 1 runs past the training timesteps
+        Knob("steps", int, "steps", 1, 500, 50,
              "scheduler steps at denoising 1; img2img runs int(steps × denoising) of them"),
         Knob("clips", int, "clips", 1, 10_000, 4,
              "clips a riff lasts; a transition moves alpha by 1/clips per clip"),
