@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +80,7 @@ def test_osc_over_tcp_from_oscsend_and_a_slip_client_with_answers_on_the_connect
                 await asyncio.to_thread(client.send_message, "/riffradio/steps", [0])  # refused: answered on the connection
                 refusal = parsed((await asyncio.to_thread(client.receive, 20))[0])
                 assert refusal[0][0] == "/riffradio/error" and refusal[0][1][0] == "/riffradio/steps"
-                assert "between 1 and 1000" in refusal[0][1][1]
+                assert "between 1 and 500" in refusal[0][1][1]
             finally:
                 client.close()
             await wait_until(lambda: not server.connections, "the connection to go")
@@ -223,20 +222,20 @@ def test_a_seed_image_is_resolved_before_the_state_takes_it(args: tuple[str, ...
     run(body)
 
 
-def test_steps_too_few_for_the_denoising_are_refused_by_the_engines_own_rule(tiny_model_dir: Path) -> None:
+def test_every_knob_value_the_table_accepts_is_accepted_live_by_the_engines_own_rule(tiny_model_dir: Path) -> None:
+    """steps 1 and denoising 0 make clips (no UNet call), so the live check takes them; a value
+    outside the table is still refused before the state takes it."""
     from riffradio.engine.pipeline import RiffEngine
 
     playlist = load_playlist(REPO / "playlists" / "late-night-lofi.yaml")
     engine = RiffEngine.load(str(tiny_model_dir), device="cpu")
     state = StationState(len(playlist.riffs), validator=lambda c: check_live_state(playlist, c, START, engine))
-    with pytest.raises(ValueError, match="runs no denoising step"):
-        state.set_knob("steps", 1)
-    state.set_knob("steps", 8)
-    assert state.snapshot().knobs.steps == 8
-    started = time.perf_counter()
-    for _ in range(100):
-        state.set_knob("denoising", 0.6)  # answers are remembered: a fader's stream stays cheap
-    assert time.perf_counter() - started < 30  # generous: a loaded 2-core box
+    state.set_knob("steps", 1)
+    state.set_knob("denoising", 0.0)
+    assert state.snapshot().knobs.steps == 1 and state.snapshot().knobs.denoising == 0.0
+    with pytest.raises(ValueError, match="steps must be between 1 and 500"):
+        state.set_knob("steps", 501)
+    assert state.snapshot().knobs.steps == 1
 
 
 def test_every_live_text_has_a_length_limit() -> None:
