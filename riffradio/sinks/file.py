@@ -138,6 +138,7 @@ class _Recording:
         self.cue: TextIO | None = None
         self.patch: Any = None  # unbuffered r+b handle on the FLAC, for its sample count
         self.frames = 0
+        self.frames_at_flush = 0  # frames at the last flush: the next one is due flush_seconds later
         self.last_key: tuple[int, bool] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         full = _disk_full_error(path.parent, f"to start {path.name}")
@@ -177,6 +178,7 @@ class _Recording:
         if self.cue is not None:
             self.cue.flush()
             os.fsync(self.cue.fileno())
+        self.frames_at_flush = self.frames
 
     def close(self) -> None:
         """Close every handle (never raises: a broken disk must still close); drop it if empty."""
