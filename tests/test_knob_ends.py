@@ -1,7 +1,7 @@
 """One rule for what is valid: every value the knob table accepts makes a clip.
 
 Hypothesis picks each riff knob at an end of its range (``riffradio.core.knobs.KNOBS``) — so
-``denoising: 0`` (the seed image as it is), ``steps: 1`` (no UNet call), ``steps: 1000``,
+``denoising: 0`` (the seed image as it is), ``steps: 1`` (no UNet call), ``steps: 500``,
 ``guidance: 30``, the largest seed — and the tiny model plus the vocoder must make finite audio
 of a clip's length from it. The all-low and all-high corners are always tried.
 """
