@@ -107,6 +107,10 @@ def test_render_30_seconds_matches_the_plan_and_the_cue_sheet(tmp_path: Path, ti
             entry["clip_index"] * (CLIP_FRAMES - fade_frames) + fade_frames / 2
         ) / SAMPLE_RATE_HZ  # fmt: skip
         assert abs(entry["time_seconds"] - expected) <= BLOCK_SECONDS + 1e-6
+        # the init window starts where the timeline is in the seed loop (og_beat: a 5.12 s loop)
+        window_samples = entry["clip_index"] * (CLIP_FRAMES - fade_frames) % CLIP_FRAMES
+        assert entry["seed_window_seconds"] == pytest.approx(window_samples / SAMPLE_RATE_HZ, abs=1e-4)
+        assert entry["continuation_seconds"] == 0.0
 
 
 class DelayedEngine:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from riffradio.core.timeline import (
     Grid,
@@ -27,6 +29,7 @@ from riffradio.core.timeline import (
     repeat_back_samples,
 )
 from riffradio.core.types import RiffRequest
+from riffradio.engine.continuation import LATENT_COLUMN_PIXELS, continuation_samples
 from riffradio.spectrogram.seeds import load_seed_loop
 from riffradio.station.buffer import CrossfadeBuffer
 from riffradio.core.types import Clip
@@ -86,6 +89,28 @@ def test_bar_lines_offsets_and_overlaps() -> None:
     assert continuation_region_samples(placement, 0) == (10_000 + CLIP - 22_050, 0)
     assert continuation_region_samples(placement, 8_820) == (10_000 + CLIP - 22_050, 8_820)
     assert cursor_after(placement) == TimelineCursor(10_000 + CLIP - 22_050, grid)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    crossfade_seconds=st.floats(0.0, 3.0, allow_nan=False),
+    continuation_seconds=st.floats(0.0, 3.0, allow_nan=False),
+)
+def test_a_continued_overlap_is_whole_latent_columns_holding_the_crossfade(
+    crossfade_seconds: float, continuation_seconds: float
+) -> None:
+    """The timeline's overlap agrees with what the engine keeps: whole latent columns (8 image
+    columns of 441 samples), never less than the crossfade, at most half a clip."""
+    column = LATENT_COLUMN_PIXELS * 441
+    overlap = overlap_samples(crossfade_seconds, continuation_seconds, RATE_HZ, CLIP, column)
+    kept = continuation_samples(continuation_seconds)
+    crossfade = overlap_samples(crossfade_seconds, 0.0, RATE_HZ, CLIP)
+    if kept == 0:
+        assert overlap == crossfade
+        return
+    assert overlap % column == 0 and overlap <= CLIP // 2
+    assert overlap >= kept and (overlap >= crossfade or overlap == CLIP // 2 // column * column)
+    assert overlap - column < max(kept, crossfade)  # no column more than needed
 
 
 def test_fallback_jumps_and_late_starts_are_whole_loops_bars_or_beats() -> None:

@@ -126,12 +126,27 @@ def next_bar_line_samples(grid: Grid, position_samples: int) -> int:
 
 
 def overlap_samples(
-    crossfade_seconds: float, continuation_seconds: float, sample_rate_hz: int, clip_samples: int
+    crossfade_seconds: float,
+    continuation_seconds: float,
+    sample_rate_hz: int,
+    clip_samples: int,
+    column_samples: int = 1,
 ) -> int:
-    """How much of a clip the next one overlaps: the crossfade or the kept continuation, whichever
-    is longer, in samples, at most half a clip (the buffer's longest crossfade)."""
-    seconds = max(0.0, float(crossfade_seconds), float(continuation_seconds))
-    return min(int(round(seconds * sample_rate_hz)), clip_samples // 2)
+    """How much of a clip the next one overlaps, samples (pure).
+
+    Without continuation (fewer than half a column of it): the crossfade, at most half a clip
+    (the buffer's longest crossfade). With continuation: whole columns of ``column_samples``
+    (a latent column, 3 528 samples at 44.1 kHz), the continuation rounded to columns or the
+    crossfade rounded up to columns, whichever is longer, at most the whole columns in half a
+    clip — the next clip keeps all of it, so the crossfade lies inside what both clips share.
+    """
+    crossfade = min(int(round(max(0.0, float(crossfade_seconds)) * sample_rate_hz)), clip_samples // 2)
+    column = max(1, int(column_samples))
+    kept_columns = round(max(0.0, float(continuation_seconds)) * sample_rate_hz / column)
+    if kept_columns == 0:
+        return crossfade
+    most_columns = clip_samples // 2 // column
+    return min(max(kept_columns, -(-crossfade // column)), most_columns) * column
 
 
 def continuation_region_samples(previous: Placement, continuation_samples: int) -> tuple[int, int]:

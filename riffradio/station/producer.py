@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from riffradio.core.timeline import LoopShape, Placement, TimelineCursor, cursor_after, overlap_samples, place_clip
-from riffradio.engine.continuation import LATENT_COLUMN_PIXELS, continuation_samples, latent_column_seconds
+from riffradio.engine.continuation import LATENT_COLUMN_PIXELS, latent_column_seconds
 from riffradio.core.types import Clip, RiffRequest, RiffResult
 from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
@@ -476,12 +476,8 @@ class Producer:
         of it (:func:`continued_request`), so the crossfade lies inside what both clips share.
         """
         crossfade = self.buffer.crossfade_seconds if crossfade_seconds is None else crossfade_seconds
-        if continuation_samples(continuation_seconds) == 0:
-            return overlap_samples(crossfade, 0.0, self.sample_rate_hz, self.clip_samples)
         column = LATENT_COLUMN_PIXELS * self.vocoder.params.hop_length_samples
-        crossfade_columns = -(-overlap_samples(crossfade, 0.0, self.sample_rate_hz, self.clip_samples) // column)
-        most = self.clip_samples // 2 // column * column
-        return min(max(continuation_samples(continuation_seconds), crossfade_columns * column), most)
+        return overlap_samples(crossfade, continuation_seconds, self.sample_rate_hz, self.clip_samples, column)
 
     def place(self, planned: PlannedClip, overlap: int, advance: bool = True) -> PlannedClip:
         """``planned`` placed at the timeline cursor, its request asking for the seed window there.
