@@ -25,8 +25,31 @@ import math
 from dataclasses import dataclass
 
 
+class WholeBars:
+    """Bars and beats of a loop of ``bars`` whole bars of ``beats_per_bar`` beats, ``loop_samples`` long.
+
+    The one place the bar and beat lengths are worked out (a :class:`Grid`, a :class:`LoopShape`
+    and ``riffradio.spectrogram.seeds.SeedLoop`` share it); a class with these three
+    attributes mixes it in.
+    """
+
+    loop_samples: int
+    bars: int
+    beats_per_bar: int
+
+    @property
+    def bar_samples(self) -> float:
+        """Samples per bar (fractional: the loop is exact in samples, a bar is its share)."""
+        return self.loop_samples / self.bars
+
+    @property
+    def beat_samples(self) -> float:
+        """Samples per beat (fractional)."""
+        return self.bar_samples / self.beats_per_bar
+
+
 @dataclass(frozen=True)
-class Grid:
+class Grid(WholeBars):
     """A seed loop laid end to end on the timeline.
 
     Attributes:
@@ -42,15 +65,6 @@ class Grid:
     loop_samples: int
     bars: int = 1
     beats_per_bar: int = 4
-
-    @property
-    def bar_samples(self) -> float:
-        """Samples per bar (fractional: the loop is exact in samples, a bar is its share)."""
-        return self.loop_samples / self.bars
-
-    @property
-    def beat_samples(self) -> float:
-        return self.bar_samples / self.beats_per_bar
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,7 @@ class TimelineCursor:
 
 
 @dataclass(frozen=True)
-class LoopShape:
+class LoopShape(WholeBars):
     """What the timeline needs to know of a seed loop (``riffradio.spectrogram.seeds.SeedLoop``)."""
 
     seed_image: str

@@ -56,6 +56,7 @@ import numpy as np
 from PIL import Image
 
 from riffradio.core.knobs import KNOBS
+from riffradio.core.timeline import WholeBars
 from riffradio.errors import RiffradioError
 from riffradio.spectrogram.params import SpectrogramParams
 
@@ -324,7 +325,7 @@ def _check_seed_image(image: Image.Image, where: str) -> Image.Image:
 
 
 @dataclass(frozen=True, eq=False)
-class SeedLoop:
+class SeedLoop(WholeBars):
     """A seed: one loop of whole bars, at the codec's sample rate.
 
     Attributes:
@@ -342,15 +343,6 @@ class SeedLoop:
     beats_per_bar: int
     audio: np.ndarray | None = None
     image: Image.Image | None = None
-
-    @property
-    def bar_samples(self) -> float:
-        """Samples per bar (fractional: the loop is exact, the bar its share)."""
-        return self.loop_samples / self.bars
-
-    @property
-    def beat_samples(self) -> float:
-        return self.bar_samples / self.beats_per_bar
 
     @property
     def bpm(self) -> float:
