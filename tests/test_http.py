@@ -47,7 +47,8 @@ class SmallStation:
 
     def nowplaying(self) -> dict[str, Any]:
         now = {"title": TITLE, "prompt": "jazzy lofi hip hop", "to_prompt": "church bells on sunday", "seed": 42,
-               "alpha": 0.25, "denoising": 0.75, "guidance": 7.0, "steps": 50, "clip_index": 7,
+               "alpha": 0.25, "denoising": 0.75, "guidance": 7.0, "steps": 50, "continuation_seconds": 0.0,
+               "clip_index": 7,
                "elapsed_seconds": 1.5, "duration_seconds": 5.12, "fallback": False}
         upcoming = {"title": "church bells on sunday", "clip_index": 8, "duration_seconds": 5.12}
         return {"station": "Late Night Lofi", "playlist": "/etc/riffradio/station.yaml", "now": now, "next": upcoming,
@@ -127,7 +128,7 @@ def test_nowplaying_is_azuracast_shaped_and_names_no_paths_or_hosts() -> None:
         assert doc["playing_next"]["song"]["title"] == "church bells on sunday"
         assert (doc["prompt"], doc["to_prompt"], doc["alpha"], doc["seed"]) == (
             "jazzy lofi hip hop", "church bells on sunday", 0.25, 42)  # fmt: skip
-        assert doc["knobs"] == {"denoising": 0.75, "guidance": 7.0, "steps": 50}
+        assert doc["knobs"] == {"denoising": 0.75, "guidance": 7.0, "steps": 50, "continuation_seconds": 0.0}
         assert doc["listeners"] == {"total": 0, "unique": 0, "current": 0}
         text = body.decode()
         for secret in ("/var/lib", "/etc/riffradio", "ice.example.org", "8000", "Connection refused"):

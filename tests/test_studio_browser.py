@@ -196,6 +196,22 @@ def test_a_typed_prompt_goes_on_air_and_a_second_browser_follows(station: Runnin
     assert history[0].get_attribute("src").endswith(".png")
 
 
+def test_the_continuation_fader_steers_the_station_and_the_other_browser_follows(
+    station: RunningStation, browsers: list[Any]
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    steering, watching = browsers
+    steering.execute_script(
+        "const fader = document.querySelector('#controls [name=continuation_seconds]');"
+        "fader.value = 1.28; fader.dispatchEvent(new Event('input'));"
+    )
+    until(lambda: station.station.state.snapshot().knobs.continuation_seconds == pytest.approx(1.28),
+          "the continuation in the station state", 30)  # fmt: skip
+    shown = watching.find_element(By.CSS_SELECTOR, 'output[data-for="continuation_seconds"]')
+    until(lambda: shown.text == "1.28", "the second browser's continuation fader", 30)
+
+
 @pytest.mark.skipif(shutil.which("ffprobe") is None, reason="needs ffmpeg")
 def test_ffprobe_decodes_the_stations_own_stream(station: RunningStation, tmp_path: Path) -> None:
     data = b""

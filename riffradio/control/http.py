@@ -148,11 +148,11 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str],
 def state_document(snapshot: StateSnapshot, riff_count: int) -> dict[str, Any]:
     """The live state by field name (the names POST /api/state and OSC take); unset = null."""
     knobs = dataclasses.asdict(snapshot.knobs)
-    document: dict[str, Any] = {
+    return {
         "version": snapshot.version,
         "prompt": snapshot.live_prompt,
-        "to_prompt": getattr(snapshot, "live_to_prompt", None),
-        "alpha": getattr(snapshot, "live_alpha", None),
+        "to_prompt": snapshot.live_to_prompt,
+        "alpha": snapshot.live_alpha,
         "seed": snapshot.live_seed,
         **knobs,
         "goto": snapshot.riff_index,
@@ -161,10 +161,6 @@ def state_document(snapshot: StateSnapshot, riff_count: int) -> dict[str, Any]:
         "volume": snapshot.volume,
         "crossfade": snapshot.crossfade_seconds,
     }
-    tempo = getattr(snapshot, "tempo_bpm", None)
-    if tempo is not None or "tempo" in FIELDS:
-        document["tempo"] = tempo
-    return document
 
 
 def icecast_listeners(status: dict[str, Any], mount: str) -> int | None:
@@ -206,8 +202,7 @@ def _song(clip: dict[str, Any], artist: str) -> dict[str, Any]:
 def _riff_fields(clip: dict[str, Any] | None) -> dict[str, Any]:
     clip = clip or {}
     fields = {name: clip.get(name) for name in ("prompt", "to_prompt", "alpha", "seed", "to_seed", "seed_image")}
-    fields["knobs"] = {name: clip.get(name) for name in ("denoising", "guidance", "steps")}
-    fields["tempo"] = clip.get("tempo")
+    fields["knobs"] = {name: clip.get(name) for name in ("denoising", "guidance", "steps", "continuation_seconds")}
     return fields
 
 

@@ -287,7 +287,7 @@ function onAir(name) {
   // what the clip on air was made with: shown where the state leaves a value to the playlist
   const document = studio.nowplaying;
   if (!document) return null;
-  if (name === "denoising" || name === "guidance") return (document.knobs || {})[name];
+  if (name === "denoising" || name === "guidance" || name === "continuation_seconds") return (document.knobs || {})[name];
   if (name === "alpha" && document.to_prompt === null) return null;
   return document[name] === undefined ? null : document[name];
 }
@@ -315,7 +315,6 @@ function showState(state) {
     }
   }
   if (state.volume !== undefined) document.querySelector('output[data-for="volume"]').textContent = Number(state.volume).toFixed(2);
-  $("#tempo-control").hidden = !("tempo" in state);
 }
 
 function wireControls() {
@@ -331,7 +330,7 @@ function wireControls() {
   }
   const seed = control("seed");
   seed.addEventListener("change", () => seed.value !== "" && send({ seed: Number(seed.value) }, seed));
-  for (const name of ["alpha", "denoising", "guidance", "tempo", "volume"]) {
+  for (const name of ["alpha", "denoising", "guidance", "continuation_seconds", "crossfade", "volume"]) {
     const input = control(name);
     input.addEventListener("input", () => {
       document.querySelector(`output[data-for="${name}"]`).textContent = Number(input.value).toFixed(2);
