@@ -296,7 +296,7 @@ def nowplaying_document(
     document["riffradio"] = {
         key: station.get(key)
         for key in (
-            "buffered_seconds_ahead", "realtime_factor", "underruns", "fallback_seconds", "played_seconds",
+            "crossfade_seconds", "buffered_seconds_ahead", "realtime_factor", "underruns", "fallback_seconds", "played_seconds",
             "clips_generated", "clips_dropped", "clips_committed", "state_version",
         )
     }  # fmt: skip

@@ -160,6 +160,7 @@ class Station:
             "playlist": str(self.playlist.path),
             "now": current,
             "next": upcoming,
+            "crossfade_seconds": self.buffer.crossfade_seconds if snapshot.crossfade_seconds is None else snapshot.crossfade_seconds,
             "buffered_seconds_ahead": round(self.buffer.seconds_ahead(snapshot.crossfade_seconds), 3),
             "realtime_factor": round(producer.realtime_factor, 3) if producer else 0.0,
             "underruns": self.buffer.underruns,

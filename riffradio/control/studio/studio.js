@@ -288,6 +288,7 @@ function onAir(name) {
   const document = studio.nowplaying;
   if (!document) return null;
   if (name === "denoising" || name === "guidance" || name === "continuation_seconds") return (document.knobs || {})[name];
+  if (name === "crossfade") return (document.riffradio || {}).crossfade_seconds;
   if (name === "alpha" && document.to_prompt === null) return null;
   return document[name] === undefined ? null : document[name];
 }
