@@ -53,6 +53,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing listens on right now (for OSC)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_until(predicate: Callable[[], object], timeout_seconds: float, what: str, interval_seconds: float = 0.1):
     """Poll ``predicate`` until it returns something truthy; that value, or AssertionError naming ``what``."""
     deadline = time.monotonic() + timeout_seconds
@@ -66,6 +73,38 @@ def wait_until(predicate: Callable[[], object], timeout_seconds: float, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_seconds:.0f} s waiting for {what}")
         time.sleep(interval_seconds)
+
+
+class OscListener:
+    """A UDP socket on 127.0.0.1 that keeps every OSC message sent to it, for asyncio tests.
+
+    ``heard`` fills with ``(address, params)`` while :meth:`collect` runs (as a task); send
+    from ``sock`` so that the station's replies (``/riffradio/subscribe``) come back here.
+    """
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.heard: list[tuple[str, list[object]]] = []
+
+    async def collect(self) -> None:
+        import asyncio
+
+        from pythonosc.osc_packet import OscPacket
+
+        loop = asyncio.get_running_loop()
+        while True:
+            data = await loop.sock_recv(self.sock, 65536)
+            self.heard.extend((m.message.address, m.message.params) for m in OscPacket(data).messages)
+
+    async def send(self, packet: bytes, port: int) -> None:
+        import asyncio
+
+        await asyncio.get_running_loop().sock_sendto(self.sock, packet, ("127.0.0.1", port))
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _require(binary: str, package: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -22,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from pythonosc.osc_packet import OscPacket
 
 from riffradio.core.types import RiffRequest
+from servers import OscListener, free_udp_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -58,9 +57,7 @@ def test_a_live_state_that_makes_no_clip_is_rolled_back(
     from riffradio.station.producer import ROLLBACK_AFTER_FAILED_CLIPS
 
     caplog.set_level(logging.INFO, logger="riffradio")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_udp_port()
     recording = tmp_path / "live.wav"
     (tmp_path / "station.yaml").write_text(
         f"""station: {{name: Rollback drill, steps: 4, crossfade_seconds: 0.25, lookahead_clips: 1}}
@@ -78,19 +75,11 @@ riffs:
     figures: dict[str, float] = {}
 
     async def body() -> None:
-        loop = asyncio.get_running_loop()
         on_air = asyncio.Event()
         station.add_on_air_listener(on_air.set)
         task = asyncio.create_task(app.run())
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        heard: list[tuple[str, list[Any]]] = []
-
-        async def collect() -> None:
-            while True:
-                data = await loop.sock_recv(sock, 65536)
-                heard.extend((m.message.address, m.message.params) for m in OscPacket(data).messages)
+        listener = OscListener()
+        heard = listener.heard
 
         async def until(predicate: Any, what: str, seconds: float = WAIT_SECONDS) -> None:
             deadline = time.monotonic() + seconds
@@ -99,7 +88,7 @@ riffs:
                 assert not task.done(), f"the station stopped: {task}"
                 await asyncio.sleep(0.05)
 
-        collector = asyncio.create_task(collect())
+        collector = asyncio.create_task(listener.collect())
         try:
             await asyncio.wait_for(on_air.wait(), WAIT_SECONDS)
             from pythonosc.osc_message_builder import OscMessageBuilder
@@ -110,11 +99,11 @@ riffs:
                     builder.add_arg(value, tag)
                 return builder.build().dgram
 
-            await loop.sock_sendto(sock, osc("/riffradio/subscribe"), ("127.0.0.1", port))
+            await listener.send(osc("/riffradio/subscribe"), port)
             await until(lambda: any(a == "/riffradio/state" for a, _ in heard), "the subscription", 30)
             generated = station.producer.clips_generated
             sent = time.monotonic()
-            await loop.sock_sendto(sock, osc("/riffradio/steps", ("i", 300)), ("127.0.0.1", port))
+            await listener.send(osc("/riffradio/steps", ("i", 300)), port)
             await until(lambda: ("/riffradio/steps", [300]) in heard, "the steps echo", 30)
             await until(lambda: any(a == "/riffradio/rollback" for a, _ in heard), "the rollback")
             figures["rollback_seconds"] = time.monotonic() - sent
@@ -128,7 +117,7 @@ riffs:
             assert ("/riffradio/steps", [300]) not in after
         finally:
             collector.cancel()
-            sock.close()
+            listener.close()
             app.stop()
             await asyncio.wait_for(task, 60)
 

@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 import pytest
 import soundfile
-from pythonosc.osc_packet import OscPacket
 
 from riffradio.control.osc import OUTCOMES
+from servers import OscListener, free_udp_port
 from test_osc_fuzz import mutate, msg
 
 pytestmark = [
@@ -30,12 +29,6 @@ pytestmark = [
 
 NEW_PROMPT = "church bells on sunday"
 WAIT_SECONDS = 400.0  # a tiny-model clip takes 5-35 s on a loaded 2-core machine
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_playlist(directory: Path, port: int) -> Path:
@@ -92,24 +85,15 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
     station.state.subscribe(on_change)
 
     async def body() -> None:
-        loop = asyncio.get_running_loop()
         on_air = asyncio.Event()
         station.add_on_air_listener(on_air.set)
         task = asyncio.create_task(app.run())
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        echoes: list[tuple[str, list[Any]]] = []
-
-        async def collect() -> None:
-            while True:
-                data = await loop.sock_recv(sock, 65536)
-                echoes.extend((m.message.address, m.message.params) for m in OscPacket(data).messages)
-
-        collector = asyncio.create_task(collect())
+        listener = OscListener()
+        echoes = listener.heard
+        collector = asyncio.create_task(listener.collect())
         try:
             await asyncio.wait_for(on_air.wait(), WAIT_SECONDS)
-            await loop.sock_sendto(sock, msg("/riffradio/subscribe"), ("127.0.0.1", port))
+            await listener.send(msg("/riffradio/subscribe"), port)
             await until(lambda: any(a == "/riffradio/state" for a, _ in echoes), "the subscription", 30)
             old_title = title_on_air(station)
             assert old_title == "jazzy lofi hip hop"
@@ -127,7 +111,7 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
             handled_before = sum(counted("riffradio_osc_messages_total", {"outcome": o}) or 0 for o in OUTCOMES)
             for start in range(0, len(flood), 50):
                 for packet in flood[start : start + 50]:
-                    await loop.sock_sendto(sock, packet, ("127.0.0.1", port))
+                    await listener.send(packet, port)
                 # a batch the socket buffer holds, then wait for it: a loaded machine must not drop datagrams here
                 sent = start + len(flood[start : start + 50])
                 await until(lambda: sum(counted("riffradio_osc_messages_total", {"outcome": o}) or 0 for o in OUTCOMES)
@@ -143,14 +127,14 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
             assert rejected == 1000
             await until(lambda: ("/riffradio/nowplaying", [NEW_PROMPT]) in echoes, "the title echo", 30)
             echoes.clear()
-            await loop.sock_sendto(sock, msg("/riffradio/state"), ("127.0.0.1", port))
+            await listener.send(msg("/riffradio/state"), port)
             await until(lambda: any(a == "/riffradio/state" for a, _ in echoes), "the state answer", 30)
             answer = dict(echoes)
             assert answer["/riffradio/prompt"] == [NEW_PROMPT]
             assert json.loads(answer["/riffradio/state"][0])["nowplaying"]["now"]["title"] == NEW_PROMPT
         finally:
             collector.cancel()
-            sock.close()
+            listener.close()
             app.stop()
             await asyncio.wait_for(task, 60)
 
