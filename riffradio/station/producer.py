@@ -501,6 +501,21 @@ class Producer:
                 return made
         return None
 
+    def _phase_start(self, previous: MadeClip | None) -> dict[str, Any]:
+        """``decode``'s arguments that continue ``previous``'s phase over a crossfade-only overlap.
+
+        Only for a clip right before on the timeline whose overlap is whole image columns (frames
+        line up); none (``{}``: decoded alone, as :meth:`Vocoder.image_to_audio`) otherwise.
+        The known frames stay locked through Griffin-Lim (``decode``'s default): on recorded
+        music at a 0.5 s crossfade the overlap's correlation is −0.12 decoded alone, 0.79 with
+        the phase only as a start and 0.98 locked, and the rest of the clip decodes as well
+        (bench/seams.py, docs/benchmarks.md).
+        """
+        hop = self.vocoder.params.hop_length_samples
+        if previous is None or previous.placement.overlap_samples <= 0 or previous.placement.overlap_samples % hop:
+            return {}
+        return {"previous": previous.vocoded, "overlap_frames": previous.placement.overlap_samples // hop}
+
     def seed_clip(self, overlap: int) -> Clip:
         """The seed material for the station's start: the first clip's seed window at its place,
         vocoded and loudness-normalised, no diffusion (runs in a worker thread).
@@ -552,7 +567,9 @@ class Producer:
             vocoded = self.vocoder.decode(result.image, should_cancel, previous=previous.vocoded, overlap_frames=overlap_frames)
         else:
             result = self.engine.riff(request, should_cancel=should_cancel)
-            vocoded = self.vocoder.decode(result.image, should_cancel)
+            # A crossfade-only overlap: two renderings of the same columns; starting (and keeping)
+            # the previous clip's phase there makes them mix without comb filtering.
+            vocoded = self.vocoder.decode(result.image, should_cancel, **self._phase_start(previous))
         if planned.placement is not None:
             self._made[planned.index] = MadeClip(planned.placement, result.latents, vocoded)
             while len(self._made) > self.lookahead_clips + 2:
