@@ -41,7 +41,7 @@ def played(audio: np.ndarray) -> np.ndarray:
     limiter = TruePeakLimiter(audio.shape[0], RATE, CEILING_DBTP)
     delay = limiter.lookahead + limiter.future
     padded = np.concatenate([audio, np.zeros((audio.shape[0], delay), np.float32)], axis=1)
-    return np.concatenate([limiter.process(padded[:, i : i + 2048]) for i in range(0, padded.shape[1], 2048)], axis=1)[:, delay:]
+    return np.concatenate([limiter.process(padded[:, i : i + 2048], RATE) for i in range(0, padded.shape[1], 2048)], axis=1)[:, delay:]
 
 
 def main() -> None:

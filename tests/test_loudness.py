@@ -8,6 +8,7 @@ import pytest
 from scipy.signal import resample_poly
 
 from riffradio.station.loudness import (
+    LiveGain,
     MAX_GAIN_DB,
     MAX_LIMITER_MAKEUP_DB,
     TruePeakLimiter,
@@ -69,7 +70,7 @@ def test_limiter_keeps_true_peak_under_the_ceiling() -> None:
     tone = np.sin(2 * np.pi * t / 4 + np.pi / 4) * 1.5
     loud = np.stack([tone, _music_like(2.0, 0.8, 3)[0]]).astype(np.float32)
     limiter = TruePeakLimiter(2, RATE, ceiling_dbtp=-1.0)
-    out = np.concatenate([limiter.process(loud[:, i : i + 2048]) for i in range(0, loud.shape[1], 2048)], axis=1)
+    out = np.concatenate([limiter.process(loud[:, i : i + 2048], RATE) for i in range(0, loud.shape[1], 2048)], axis=1)
     assert _independent_true_peak_db(loud) > 3.0
     assert _independent_true_peak_db(out[:, 1000:]) <= -1.0 + 0.1
 
@@ -77,14 +78,14 @@ def test_limiter_keeps_true_peak_under_the_ceiling() -> None:
 def test_limiter_passes_quiet_audio_unchanged_and_block_size_does_not_matter() -> None:
     quiet = _music_like(1.0, 0.05, 4)
     limiter = TruePeakLimiter(2, RATE, lookahead_frames=64, future_frames=16)
-    out = np.concatenate([limiter.process(quiet[:, i : i + 1000]) for i in range(0, quiet.shape[1], 1000)], axis=1)
+    out = np.concatenate([limiter.process(quiet[:, i : i + 1000], RATE) for i in range(0, quiet.shape[1], 1000)], axis=1)
     np.testing.assert_allclose(out[:, 80:], quiet[:, :-80], atol=1e-7)  # only delayed by the look-ahead
 
     loud = _music_like(1.0, 1.0, 5)
     a = TruePeakLimiter(2, RATE)
     b = TruePeakLimiter(2, RATE)
-    out_a = np.concatenate([a.process(loud[:, i : i + 4096]) for i in range(0, loud.shape[1], 4096)], axis=1)
-    out_b = np.concatenate([b.process(loud[:, i : i + 333]) for i in range(0, loud.shape[1], 333)], axis=1)
+    out_a = np.concatenate([a.process(loud[:, i : i + 4096], RATE) for i in range(0, loud.shape[1], 4096)], axis=1)
+    out_b = np.concatenate([b.process(loud[:, i : i + 333], RATE) for i in range(0, loud.shape[1], 333)], axis=1)
     # block edges change the 4x estimate a little at the edges only; the gain is continuous
     assert np.abs(out_a - out_b).max() < 0.05
 
@@ -103,7 +104,7 @@ def _limited(audio: np.ndarray, ceiling_dbtp: float = -1.0) -> np.ndarray:
     limiter = TruePeakLimiter(audio.shape[0], RATE, ceiling_dbtp)
     delay = limiter.lookahead + limiter.future
     padded = np.concatenate([audio, np.zeros((audio.shape[0], delay), np.float32)], axis=1)
-    out = np.concatenate([limiter.process(padded[:, i : i + 2048]) for i in range(0, padded.shape[1], 2048)], axis=1)
+    out = np.concatenate([limiter.process(padded[:, i : i + 2048], RATE) for i in range(0, padded.shape[1], 2048)], axis=1)
     return out[:, delay:]
 
 
@@ -144,3 +145,19 @@ def test_the_limiter_release_is_the_attack_release_recursion() -> None:
         expected[index] = gain
     np.testing.assert_allclose(vectorised, expected, atol=1e-12)
     assert limiter.gain == pytest.approx(gain, abs=1e-12)
+
+
+def test_the_output_stages_share_pedalboards_shape_and_the_volume_glides() -> None:
+    """The live volume and the limiter are ``process(audio, sample_rate_hz)`` stages; a volume
+    change glides across the next block (no step), then holds; the limiter refuses another rate."""
+    ones = np.ones((2, 1000), np.float32)
+    volume = LiveGain(1.0)
+    assert np.array_equal(volume.process(ones, RATE), ones)
+    volume.gain = 0.5
+    glide = volume.process(ones, RATE)
+    assert glide[0, 0] == 1.0 and np.all(np.diff(glide[0]) < 0) and glide[0, -1] > 0.5
+    assert np.max(np.abs(np.diff(glide[0]))) <= 0.5 / 1000 + 1e-6  # no step: 1/1000 of the change per frame
+    assert np.array_equal(volume.process(ones, RATE), ones * 0.5)
+    limiter = TruePeakLimiter(2, RATE)
+    with pytest.raises(ValueError, match="48000 Hz"):
+        limiter.process(ones, 48_000)

@@ -14,11 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-import numpy as np
-
 from riffradio.metrics import StationMetrics
 from riffradio.station.buffer import CrossfadeBuffer
-from riffradio.station.loudness import TruePeakLimiter
+from riffradio.station.loudness import LiveGain, TruePeakLimiter
 from riffradio.station.state import StationState
 from riffradio.core.types import AudioBlock
 
@@ -32,13 +30,6 @@ class BlockSink(Protocol):
     """What the consumer pushes to (the fan-out): ``push(block)`` must never block."""
 
     def push(self, block: AudioBlock) -> None: ...
-
-
-def volume_ramp(frames: int, start_gain: float, end_gain: float) -> np.ndarray:
-    """Linear gain per frame from ``start_gain`` to ``end_gain`` across one block."""
-    if start_gain == end_gain:
-        return np.full(frames, end_gain, dtype=np.float32)
-    return np.linspace(start_gain, end_gain, frames, endpoint=False, dtype=np.float32)
 
 
 class Consumer:
@@ -89,7 +80,7 @@ class Consumer:
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._listeners: list[BlockListener] = []
-        self._volume = state.snapshot().volume
+        self.volume = LiveGain(state.snapshot().volume)
         self._fallback_frames_seen = 0
         self._thread = threading.Thread(target=self._run, name="riffradio audio clock", daemon=True)
 
@@ -162,9 +153,9 @@ class Consumer:
         samples, now = self.buffer.read(frames, snapshot.crossfade_seconds)
         if now is None:  # nothing pushed yet (the station starts the clock after the first clip)
             return
-        samples *= volume_ramp(frames, self._volume, snapshot.volume)[None, :]
-        self._volume = snapshot.volume
-        samples = self.limiter.process(samples)
+        self.volume.gain = snapshot.volume
+        for stage in (self.volume, self.limiter):  # the output chain, in pedalboard's shape
+            samples = stage.process(samples, self.sample_rate_hz)
         block = AudioBlock(samples=samples, sample_rate_hz=self.sample_rate_hz, start_frame=self.frames_played, now_playing=now)
         self.output.push(block)
         self.frames_played += frames

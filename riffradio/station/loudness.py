@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +29,39 @@ SILENCE_LUFS = -70.0  # BS.1770's absolute gate: below this a clip is "silent" a
 MAX_GAIN_DB = 24.0  # never lift near-silence into loud noise
 MAX_LIMITER_MAKEUP_DB = 6.0  # gain beyond the plain normalising gain to win back what the limiter takes
 LIMITED_TOLERANCE_LU = 0.1  # the limiter-aware gain search stops this close to the target
+
+
+class AudioProcessor(Protocol):
+    """One stage of the output chain, in pedalboard's shape: ``process(audio, sample_rate_hz)``.
+
+    ``audio`` is float32 ``(channels, frames)``; the result has the same shape. A processor keeps
+    its state from one call to the next, so a stream may be fed to it block by block.
+    """
+
+    def process(self, audio: np.ndarray, sample_rate_hz: int) -> np.ndarray: ...
+
+
+class LiveGain:
+    """The live volume: a linear gain, ramped across each block from the last one applied.
+
+    Set :attr:`gain` (× linear, e.g. the DJ's volume fader) at any time; the next
+    :meth:`process` glides from the gain it applied last to the new one over that block, so a
+    fader never clicks.
+    """
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = float(gain)
+        self._applied = float(gain)
+
+    def process(self, audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+        """``audio`` (channels, frames) times the ramped gain; ``sample_rate_hz`` is not needed."""
+        frames = audio.shape[-1]
+        if self._applied == self.gain:
+            ramp = np.full(frames, self.gain, dtype=np.float32)
+        else:
+            ramp = np.linspace(self._applied, self.gain, frames, endpoint=False, dtype=np.float32)
+        self._applied = self.gain
+        return (np.asarray(audio, dtype=np.float32) * ramp[None, :]).astype(np.float32)
 
 
 def db_to_gain(db: float) -> float:
@@ -191,6 +225,7 @@ class TruePeakLimiter:
     ) -> None:
         # A little under the ceiling: the 8× estimate can miss a few hundredths of a dB.
         self.ceiling = db_to_gain(ceiling_dbtp - 0.05)
+        self.sample_rate_hz = sample_rate_hz
         self.lookahead = lookahead_frames
         self.release = 1.0 - math.exp(-1.0 / (release_seconds * sample_rate_hz))
         self.context = context_frames
@@ -208,9 +243,16 @@ class TruePeakLimiter:
         """The gain applied to the last frame (1.0 = not limiting)."""
         return self._gain
 
-    def process(self, block: np.ndarray) -> np.ndarray:
-        """Limit one block (channels, frames); returns as many frames, ``lookahead + future`` frames late."""
-        block = np.asarray(block, dtype=np.float32)
+    def process(self, audio: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+        """Limit one block (channels, frames); returns as many frames, ``lookahead + future`` frames late.
+
+        Raises:
+            ValueError: ``sample_rate_hz`` is not the rate the limiter was made for (its release
+                and look-ahead are in frames of that rate).
+        """
+        if sample_rate_hz != self.sample_rate_hz:
+            raise ValueError(f"TruePeakLimiter made for {self.sample_rate_hz} Hz got {sample_rate_hz} Hz audio")
+        block = np.asarray(audio, dtype=np.float32)
         frames = block.shape[-1]
         if frames == 0:
             return block.copy()
