@@ -75,6 +75,32 @@ def _stock_seconds(engine: object, request: object, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _continued_figures(
+    engine: object, request: object, continuation_seconds: float, repeats: int, warm_seconds: float, latents: object
+) -> None:
+    """Clips that continue the clip before (its final latents kept by the mask): wall time per
+    clip and per second of *new* audio (a continued clip brings ``5.12 − S`` s), against warm
+    independent clips."""
+    from riffradio.engine.continuation import continuation_samples
+
+    kept_seconds = continuation_samples(continuation_seconds) / 44_100
+    times = []
+    for repeat in range(repeats):
+        continued_request = dataclasses.replace(
+            request, start_seed=200 + repeat, end_seed=200 + repeat, continuation_seconds=continuation_seconds
+        )  # type: ignore[type-var]
+        started = time.perf_counter()
+        result = engine.riff(continued_request, previous_latents=latents)  # type: ignore[attr-defined]
+        _sync(engine.device)  # type: ignore[attr-defined]
+        times.append(time.perf_counter() - started)
+        latents = result.latents
+    continued = statistics.median(times)
+    new_seconds = CLIP_SECONDS - kept_seconds
+    print(f"continued {kept_seconds:.2f} s: {continued:.3f} s per clip ({continued / warm_seconds:.3f}x an "
+          f"independent clip), {new_seconds:.2f} s of new audio per clip, RTF of new audio {new_seconds / continued:.3f} "
+          f"(independent clips with a 0.5 s crossfade: {(CLIP_SECONDS - 0.5) / warm_seconds:.3f})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="diffusers directory (default: build SD1.5 random weights)")
@@ -90,6 +116,9 @@ def main() -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--no-stock", action="store_true", help="skip diffusers' stock pipeline")
     parser.add_argument("--no-vocoder", action="store_true", help="skip the vocoder timing")
+    parser.add_argument("--continuation", type=float, default=0.0,
+                        help="also time clips continuing the one before by this many seconds (e.g. 1.28), "
+                             "and the real-time factor of new audio per clip")
     args = parser.parse_args()
 
     import torch
@@ -182,6 +211,8 @@ def main() -> int:
             per_clip = (time.perf_counter() - started) / size
             print(f"batch {size}: {per_clip:.3f} s per clip (engine batch size {engine.max_batch_size}), "
                   f"RTF {CLIP_SECONDS / per_clip:.2f}, {warm_seconds / per_clip:.2f}x batch 1")
+        if args.continuation > 0:
+            _continued_figures(engine, request, args.continuation, args.repeats, warm_seconds, warm.latents)
         if not args.no_stock:
             stock = _stock_seconds(engine, request, args.repeats)
             print(f"stock StableDiffusionImg2ImgPipeline: {stock:.3f} s per clip; "

@@ -36,6 +36,8 @@ step 20 python3 -c "import torch, diffusers, transformers; print('torch', torch.
 step 90 python3 -m riffradio make-test-model "$MODEL" --size "$SIZE"
 # Riffusion's defaults (PNDM, 50 steps at strength 0.75), fp16, batches, against the stock pipeline.
 step 120 python3 bench/engine.py --model "$MODEL" --device "$DEVICE" --steps "$STEPS" --batch 1,2,4,8 --repeats 3
+# Continuation (issue 13): a clip keeping the previous clip's last 1.28 s, per clip and per new second.
+step 45 python3 bench/engine.py --model "$MODEL" --device "$DEVICE" --steps "$STEPS" --continuation 1.28 --no-stock --no-vocoder --repeats 3
 step 45 python3 bench/engine.py --model "$MODEL" --device "$DEVICE" --steps "$STEPS" --channels-last --no-stock --no-vocoder --repeats 3
 step 45 python3 bench/engine.py --model "$MODEL" --device "$DEVICE" --steps 20 --scheduler dpm++ --no-stock --no-vocoder --repeats 3
 step 45 python3 bench/vocoder.py --device "$DEVICE" --excerpts .gpu/excerpts.npz --no-baseline \
