@@ -80,14 +80,16 @@ class RiffResult:
     Attributes:
         request: the request this answers.
         image: the 512×512 RGB spectrogram image.
-        latents: the final latents (1, 4, 64, 64) before VAE decode, on the engine's device.
+        latents: what the next clip continues from (handed back to the engine as
+            ``previous_latents``): the diffusion engine's final latents ``(1, 4, 64, 64)`` before
+            VAE decode, on its device; the rehearsal engine's image pixels, uint8 ``(512, 512, 3)``.
         timings_seconds: wall time per engine stage (``text``, ``vae_encode``, ``unet``, ``vae_decode``,
             ``other``), for benchmarks and metrics.
     """
 
     request: RiffRequest
     image: Image.Image
-    latents: torch.Tensor | None = None
+    latents: torch.Tensor | np.ndarray | None = None
     timings_seconds: dict[str, float] = field(default_factory=dict)
 
 

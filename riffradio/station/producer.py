@@ -64,12 +64,15 @@ class Engine(Protocol):
     def device(self) -> torch.device:
         """Where the engine runs (the vocoder runs there too)."""
 
-    def riff(self, request: RiffRequest, should_cancel: CancelCheck | None = None) -> RiffResult:
+    def riff(
+        self, request: RiffRequest, should_cancel: CancelCheck | None = None, previous_latents: Any = None
+    ) -> RiffResult:
         """The spectrogram image for ``request``; raises ``Cancelled`` when ``should_cancel()`` says so.
 
-        An engine that can continue a clip also takes ``previous_latents=`` (the clip before's
-        ``RiffResult.latents``); the producer passes it only to continue a clip whose result had
-        latents (:meth:`riffradio.engine.pipeline.RiffEngine.riff`).
+        ``previous_latents`` is the ``RiffResult.latents`` of the clip this one continues (the
+        engine's own kind: a latent tensor, or the rehearsal engine's pixels); the producer
+        passes it only to continue a clip whose result had some
+        (:meth:`riffradio.engine.pipeline.RiffEngine.riff`, :meth:`riffradio.engine.rehearsal.RehearsalEngine.riff`).
         """
 
 
@@ -133,7 +136,8 @@ class MadeClip:
 
     Attributes:
         placement: where the clip sits on the timeline.
-        latents: its engine result's final latents (None: the engine gave none, nothing to keep).
+        latents: its engine result's ``latents`` (final latents, or the rehearsal engine's pixels;
+            None: the engine gave none, nothing to keep).
         vocoded: its decoded audio and phase (for a phase-continuous join).
     """
 
@@ -206,9 +210,9 @@ class Producer:
     Args:
         playlist: what to play (replaced by :meth:`switch_playlist` on reload).
         state: the live state, snapshotted before each clip is planned.
-        engine: anything with ``riff(request, should_cancel) -> RiffResult`` (``RiffEngine``,
-            ``RehearsalEngine``); may be set after construction (the seed material needs none),
-            before :meth:`run`.
+        engine: anything with ``riff(request, should_cancel, previous_latents) -> RiffResult``
+            (``RiffEngine``, ``RehearsalEngine``); may be set after construction (the seed
+            material needs none: the station sets it when the model has loaded), before :meth:`run`.
         vocoder: anything with ``image_to_audio(image, should_cancel) -> (channels, samples)`` (``Vocoder``).
         buffer: where clips go.
         sample_rate_hz: the vocoder's output rate.
