@@ -158,6 +158,12 @@ riffs:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         await asyncio.wait_for(on_air.wait(), args.timeout)
+
+        async def engine_ready() -> None:  # on air with the seed material while the model loads
+            while station.producer is None or station.producer.engine is None:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(engine_ready(), args.timeout)
         for change in range(args.changes):
             await asyncio.sleep(rng.uniform(0.0, 2.0))  # land at different points of the clip in flight
             version = station.state.snapshot().version + 1

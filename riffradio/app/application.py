@@ -8,9 +8,11 @@ and the :class:`~riffradio.station.station.Station`; :meth:`StationApp.run` then
    station (its state, its metrics, a now-playing callable), never the station itself;
 3. with ``operations``, starts the systemd notifier, watchdog and status line and the playlist
    reloader (SIGHUP and file changes → :meth:`StationApp.reload`);
-4. loads the engine (unless one was given) in a worker thread, and makes the vocoder on its
-   device (a stop meanwhile ends the run at once);
-5. runs the station until its seconds are out or :meth:`StationApp.stop`;
+4. makes the vocoder on the engine's device (a stop meanwhile ends the run at once);
+5. runs the station until its seconds are out or :meth:`StationApp.stop`, while the engine loads
+   in a worker thread (unless one was given): the station is on air with the seed material
+   from the start and takes the engine when it arrives; a load that fails stops it with the
+   load's one-line error, after the outputs are finalised;
 
 and tears down in the opposite order: the station (audio, producer, outputs), the reloader, the
 controllers, the notifier (``STOPPING=1``), the accept-error guard.
@@ -32,6 +34,7 @@ from riffradio.control.http import StudioViews, serve_http
 from riffradio.control.osc import OscViews, serve_osc
 from riffradio.control.reload import PlaylistReloader
 from riffradio.control.systemd import Notifier, StatusReporter, Watchdog
+from riffradio.engine.loading import resolve_device
 from riffradio.engine.pipeline import RiffEngine
 from riffradio.engine.rehearsal import REHEARSAL_MODEL, RehearsalEngine
 from riffradio.errors import RiffradioError
@@ -57,7 +60,7 @@ class StationApp:
 
     Args:
         playlist: the checked playlist.
-        engine: the diffusion engine; None loads ``model`` (a :class:`RiffEngine`) on :meth:`run`.
+        engine: the diffusion engine; None loads ``model`` (:meth:`make_engine`) during :meth:`run`.
         vocoder: the vocoder; None makes one on the engine's device.
         model, device, dtype: override ``playlist.station``'s when the engine is loaded here.
         sinks: the outputs; None builds them from ``playlist.outputs``.
@@ -162,30 +165,50 @@ class StationApp:
         return []
 
     # -- building ----------------------------------------------------------------------------------
-    async def load_engine(self) -> None:
-        """Load the engine (unless given) in a worker thread, and make the vocoder on its device."""
-        # The vocoder's module imports torch (seconds): not at the top, so that `check` stays quick.
-        from riffradio.spectrogram.vocoder import Vocoder as SpectrogramVocoder
+    def make_engine(self) -> Engine:
+        """The engine of ``model``, loaded (blocking: minutes for a real model on a CPU; a worker thread's work).
 
-        if self.engine is None and self.model == REHEARSAL_MODEL:
+        ``none`` is the rehearsal engine; anything else a :class:`RiffEngine` with the
+        playlist's engine keys.
+
+        Raises:
+            RiffradioError: one line: missing weights, not a model directory, no such device.
+        """
+        if self.model == REHEARSAL_MODEL:
             log.info("rehearsal: no model, each clip is its seed window (vocoder on %s)", self.device)
-            self.engine = RehearsalEngine(self.device)
+            return RehearsalEngine(self.device)
+        log.info("loading %s on %s", self.model, self.device)
+        spec = self.playlist.station
+        return RiffEngine.load(self.model, device=self.device, dtype=self.dtype, scheduler=spec.scheduler, compile=spec.compile)
+
+    async def load_engine(self) -> Engine:
+        """The engine: the one given, or :meth:`make_engine` in a worker thread (kept as ``self.engine``)."""
         if self.engine is None:
-            log.info("loading %s on %s", self.model, self.device)
-            spec = self.playlist.station
             self._loading.set()
 
-            def load() -> RiffEngine:
+            def load() -> Engine:
                 try:
-                    return RiffEngine.load(
-                        self.model, device=self.device, dtype=self.dtype, scheduler=spec.scheduler, compile=spec.compile
-                    )
+                    return self.make_engine()
                 finally:
                     self._loading.clear()
 
             self.engine = await run_in_daemon_thread(load)
+        return self.engine
+
+    async def make_vocoder(self) -> Vocoder:
+        """The vocoder: the one given, or one made on the engine's device (the given engine's, else
+        ``device`` resolved as the engine will resolve it), so it exists before the model loads."""
         if self.vocoder is None:
-            self.vocoder = SpectrogramVocoder(device=self.engine.device)
+            engine = self.engine
+
+            def make() -> Vocoder:
+                # The vocoder's module imports torch (seconds): not at the top, so that `check` stays quick.
+                from riffradio.spectrogram.vocoder import Vocoder as SpectrogramVocoder
+
+                return SpectrogramVocoder(device=engine.device if engine is not None else resolve_device(self.device))
+
+            self.vocoder = await run_in_daemon_thread(make)
+        return self.vocoder
 
     def osc_views(self) -> OscViews:
         """The narrow views the OSC server gets."""
@@ -254,17 +277,23 @@ class StationApp:
                 await self._start_controllers()
             if self.operations:
                 await self._start_operations()
-            await self._wait_or_stop(self.load_engine())
+            await self._wait_or_stop(self.make_vocoder())
             if self._stop_requested:
                 return
-            assert self.engine is not None and self.vocoder is not None
-            await self.station.run(self.engine, self.vocoder, seconds)
+            assert self.vocoder is not None
+            # On air with the seed material while the model loads: the station takes the engine
+            # when it arrives, so a slow load never starts the station in silence.
+            engine = asyncio.ensure_future(self.load_engine())
+            try:
+                await self.station.run(engine, self.vocoder, seconds)
+            finally:
+                engine.cancel()  # a stop during the load: the daemon thread finishes on its own
         finally:
             await self._tear_down()
             accept_errors.close()
 
-    async def _wait_or_stop(self, work: Awaitable[None]) -> None:
-        """Await ``work`` unless a stop comes first (model loading can take minutes)."""
+    async def _wait_or_stop(self, work: Awaitable[Any]) -> None:
+        """Await ``work`` unless a stop comes first (importing torch and building the vocoder take seconds)."""
         assert self._stop_event is not None
         task = asyncio.ensure_future(work)
         stop = asyncio.ensure_future(self._stop_event.wait())

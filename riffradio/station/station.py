@@ -1,7 +1,8 @@
 """The station: playlist → plan/producer → buffer → consumer → fan-out → sinks, with the state in the middle.
 
 ``Station(playlist, sinks=...)`` holds the live state, the buffer and the outputs;
-``await station.run(engine, vocoder, seconds)`` produces the first clip, starts the audio clock
+``await station.run(engine, vocoder, seconds)`` goes on air with the seed material at once (in
+real time; offline it waits for the first generated clip), takes the engine when it has loaded,
 and plays until ``seconds`` of audio are out or :meth:`Station.stop` is called, then finishes
 the block in hand, finalises recordings and closes every output. What builds the engine, the
 vocoder, the sinks and the controllers is the application (``riffradio.app``), not the station.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from riffradio.core.defaults import SAMPLE_RATE_HZ
@@ -35,15 +37,20 @@ log = logging.getLogger(__name__)
 CHANNELS = 2
 
 
-def _raise_producer_error(task: asyncio.Task[None]) -> None:
-    """Re-raise a finished producer's error as one line."""
-    if task.cancelled() or task.exception() is None:
+def _raise_one_line(error: BaseException | None, what: str) -> None:
+    """Raise ``error`` (if any) as one line: a RiffradioError as it is, else ``what: Type: first line``."""
+    if error is None:
         return
-    error = task.exception()
     if isinstance(error, RiffradioError):
         raise error
     message = str(error).splitlines()[0] if str(error) else ""
-    raise RiffradioError(f"clip generation failed: {type(error).__name__}: {message}") from error
+    raise RiffradioError(f"{what}: {type(error).__name__}: {message}") from error
+
+
+def _raise_producer_error(task: asyncio.Task[None]) -> None:
+    """Re-raise a finished producer's error as one line."""
+    if not task.cancelled():
+        _raise_one_line(task.exception(), "clip generation failed")
 
 
 class Station:
@@ -208,17 +215,25 @@ class Station:
             producer.last_generation_seconds if producer else 0.0,
         )
 
-    async def run(self, engine: Engine, vocoder: Vocoder, seconds: float | None = None) -> None:
+    async def run(self, engine: Engine | Awaitable[Engine], vocoder: Vocoder, seconds: float | None = None) -> None:
         """Play until ``seconds`` of audio are out (None: until :meth:`stop`), then close everything.
 
+        In real time the station is on air at once with the seed material (the first clip's seed
+        window, vocoded, on the grid), which the buffer repeats on the grid while ``engine`` is
+        still loading — minutes for a real model on a CPU — and until the first generated clip
+        is ready; that clip then cuts in at its place on the grid. Offline the render waits for
+        the engine and starts with the first generated clip.
+
         Args:
-            engine: makes the spectrogram images.
-            vocoder: turns them into audio at the station's 44.1 kHz.
+            engine: the engine that makes the spectrogram images, or an awaitable of it (the
+                application's model load, which the station does not wait for in real time).
+            vocoder: turns them into audio at the station's 44.1 kHz (needed from the start).
             seconds: of audio to play, or None.
 
         Raises:
-            RiffradioError: the vocoder's rate is not the station's, the producer failed (offline
-                render) or the audio clock failed.
+            RiffradioError: the vocoder's rate is not the station's, the engine could not be
+                loaded (after the outputs are finalised), the producer failed (offline render)
+                or the audio clock failed.
         """
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
@@ -226,6 +241,12 @@ class Station:
             return
         max_frames = None if seconds is None else int(round(seconds * SAMPLE_RATE_HZ))
         producer_task: asyncio.Task[None] | None = None
+        arriving: asyncio.Future[Engine]
+        if inspect.isawaitable(engine):
+            arriving = asyncio.ensure_future(engine)
+        else:
+            arriving = self._loop.create_future()
+            arriving.set_result(engine)
         self.fanout = Fanout(self.sinks, self.metrics)
         try:
             sample_rate = vocoder.params.sample_rate_hz
@@ -233,7 +254,7 @@ class Station:
                 raise RiffradioError(f"the vocoder makes {sample_rate} Hz audio; the station runs at {SAMPLE_RATE_HZ} Hz")
             station = self.playlist.station
             self.producer = Producer(
-                self.playlist, self.state, engine, vocoder, self.buffer, SAMPLE_RATE_HZ, self.metrics,
+                self.playlist, self.state, None, vocoder, self.buffer, SAMPLE_RATE_HZ, self.metrics,
                 lookahead_clips=station.lookahead_clips, loudness_lufs=station.loudness_lufs,
                 true_peak_dbtp=station.true_peak_dbtp, stop_on_error=not self.realtime,
                 clip_samples=vocoder.params.clip_samples,
@@ -248,15 +269,18 @@ class Station:
                 self.consumer.add_listener(listener)
             if self.realtime:
                 # On air at once: the seed material (the first clip's seed window, vocoded, on the
-                # grid) plays until the first generated clip is ready, minutes on a CPU.
+                # grid) plays while the engine loads and until the first generated clip is ready.
                 overlap = self.producer.overlap_samples(self.state.snapshot().crossfade_seconds)
                 self.buffer.push(await run_in_daemon_thread(self.producer.seed_clip, overlap))
-                if self._stop_requested:
-                    return
-            producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
+            elif not await self._engine_arrived(arriving):
+                return
+            if self._stop_requested:
+                return
+            if self.producer.engine is not None:
+                producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
             # Offline, the clock starts with the first clip, so the first block is music, not silence.
             while self.buffer.pending_clips == 0 and not self._stop_requested:
-                if producer_task.done():
+                if producer_task is not None and producer_task.done():
                     _raise_producer_error(producer_task)
                     raise RiffradioError("the producer stopped before the first clip")
                 await asyncio.wait([asyncio.ensure_future(self._stop_event.wait())], timeout=0.05)
@@ -269,15 +293,38 @@ class Station:
             for on_air in self._on_air_listeners:
                 on_air()
             finished = asyncio.ensure_future(run_in_daemon_thread(self.consumer.finished.wait))
-            stop = asyncio.ensure_future(self._stop_event.wait())
-            await asyncio.wait([finished, stop, producer_task], return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if producer_task.done():
-                _raise_producer_error(producer_task)
+            # On air with the seed material while the engine loads (a stop or the end may come first).
+            if producer_task is None and await self._engine_arrived(arriving, finished):
+                producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
+            if producer_task is not None:
+                stop = asyncio.ensure_future(self._stop_event.wait())
+                await asyncio.wait([finished, stop, producer_task], return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                if producer_task.done():
+                    _raise_producer_error(producer_task)
             if self.consumer.error is not None:
                 raise RiffradioError(f"the audio clock failed: {self.consumer.error}")
         finally:
+            if not arriving.done():
+                arriving.cancel()  # a stop during the load: the loading thread is the caller's
             await self._shutdown(producer_task)
+
+    async def _engine_arrived(self, arriving: asyncio.Future[Engine], *also: asyncio.Future[Any]) -> bool:
+        """Wait for the engine, then hand it to the producer; False if a stop (or ``also``) came first.
+
+        Raises:
+            RiffradioError: the engine failed to load (its own one-line error, or one made of it).
+        """
+        assert self._stop_event is not None and self.producer is not None
+        stop = asyncio.ensure_future(self._stop_event.wait())
+        await asyncio.wait([arriving, stop, *also], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not arriving.done() or arriving.cancelled() or self._stop_requested:
+            return False
+        _raise_one_line(arriving.exception(), "the engine could not be loaded")
+        self.producer.engine = arriving.result()
+        log.info("engine ready: generated clips follow the seed material" if self.realtime else "engine ready")
+        return True
 
     async def _shutdown(self, producer_task: asyncio.Task[None] | None) -> None:
         """Finish the block in hand, stop producing, finalise and close outputs, let the worker finish."""
