@@ -62,7 +62,9 @@ class OnAirLog:
         self.ready_before_engine = False
 
     def seed_heard_and_ready(self) -> bool:
-        """Seed audio on air for ``seed_seconds``, READY=1 sent, and still no engine."""
+        """Seed audio on air for ``seed_seconds``, READY=1 sent, the load started, and still no engine."""
+        if not self.app.loading.is_set():
+            return False
         self.messages += self.manager.pending()
         seed_frames = sum(1 for _, index, engine in self.blocks if index == -1 and not engine)
         ready = any(message.get("READY") == "1" for message in self.messages)
@@ -104,7 +106,7 @@ def test_on_air_with_the_seed_material_while_the_model_loads_then_generated_clip
     def listen(block: Any) -> None:
         heard(block)
         if not app.release.is_set() and heard.seed_heard_and_ready():
-            heard.ready_before_engine = app.engine is None and app.loading.is_set()
+            heard.ready_before_engine = app.engine is None
             app.release.set()  # the model may load now
         generated = [frame for frame, index, _ in heard.blocks if index >= 0]
         if generated and block.start_frame - generated[0] >= SAMPLE_RATE_HZ:

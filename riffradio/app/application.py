@@ -9,10 +9,10 @@ and the :class:`~riffradio.station.station.Station`; :meth:`StationApp.run` then
 3. with ``operations``, starts the systemd notifier, watchdog and status line and the playlist
    reloader (SIGHUP and file changes → :meth:`StationApp.reload`);
 4. makes the vocoder on the engine's device (a stop meanwhile ends the run at once);
-5. runs the station until its seconds are out or :meth:`StationApp.stop`, while the engine loads
-   in a worker thread (unless one was given): the station is on air with the seed material
-   from the start and takes the engine when it arrives; a load that fails stops it with the
-   load's one-line error, after the outputs are finalised;
+5. runs the station until its seconds are out or :meth:`StationApp.stop`, handing it the
+   engine's load (:meth:`load_engine`, a worker thread, unless one was given): the station is on
+   air with the seed material, starts the load and takes the engine when it arrives; a load
+   that fails stops it with the load's one-line error, after the outputs are finalised;
 
 and tears down in the opposite order: the station (audio, producer, outputs), the reloader, the
 controllers, the notifier (``STOPPING=1``), the accept-error guard.
@@ -281,13 +281,10 @@ class StationApp:
             if self._stop_requested:
                 return
             assert self.vocoder is not None
-            # On air with the seed material while the model loads: the station takes the engine
-            # when it arrives, so a slow load never starts the station in silence.
-            engine = asyncio.ensure_future(self.load_engine())
-            try:
-                await self.station.run(engine, self.vocoder, seconds)
-            finally:
-                engine.cancel()  # a stop during the load: the daemon thread finishes on its own
+            # On air with the seed material while the model loads: the station starts the load
+            # once on air and takes the engine when it arrives, so a slow load never starts the
+            # station in silence (a stop meanwhile leaves the loading thread to finish on its own).
+            await self.station.run(self.load_engine(), self.vocoder, seconds)
         finally:
             await self._tear_down()
             accept_errors.close()

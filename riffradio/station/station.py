@@ -96,6 +96,7 @@ class Station:
         self._stop_requested = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
+        self._arriving: asyncio.Future[Engine] | None = None  # the engine's load, once started
 
     # -- for the application and its controllers ---------------------------------------------------
     def add_block_listener(self, listener: Callable[[AudioBlock], None]) -> None:
@@ -226,7 +227,8 @@ class Station:
 
         Args:
             engine: the engine that makes the spectrogram images, or an awaitable of it (the
-                application's model load, which the station does not wait for in real time).
+                application's model load): in real time awaited from when the station is on air,
+                offline at once.
             vocoder: turns them into audio at the station's 44.1 kHz (needed from the start).
             seconds: of audio to play, or None.
 
@@ -237,16 +239,12 @@ class Station:
         """
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        self._arriving = None
         if self._stop_requested:
+            self._drop_engine_load(engine)
             return
         max_frames = None if seconds is None else int(round(seconds * SAMPLE_RATE_HZ))
         producer_task: asyncio.Task[None] | None = None
-        arriving: asyncio.Future[Engine]
-        if inspect.isawaitable(engine):
-            arriving = asyncio.ensure_future(engine)
-        else:
-            arriving = self._loop.create_future()
-            arriving.set_result(engine)
         self.fanout = Fanout(self.sinks, self.metrics)
         try:
             sample_rate = vocoder.params.sample_rate_hz
@@ -272,7 +270,7 @@ class Station:
                 # grid) plays while the engine loads and until the first generated clip is ready.
                 overlap = self.producer.overlap_samples(self.state.snapshot().crossfade_seconds)
                 self.buffer.push(await run_in_daemon_thread(self.producer.seed_clip, overlap))
-            elif not await self._engine_arrived(arriving):
+            elif not await self._engine_arrived(engine):
                 return
             if self._stop_requested:
                 return
@@ -294,7 +292,7 @@ class Station:
                 on_air()
             finished = asyncio.ensure_future(run_in_daemon_thread(self.consumer.finished.wait))
             # On air with the seed material while the engine loads (a stop or the end may come first).
-            if producer_task is None and await self._engine_arrived(arriving, finished):
+            if producer_task is None and await self._engine_arrived(engine, finished):
                 producer_task = asyncio.create_task(self.producer.run(), name="riffradio producer")
             if producer_task is not None:
                 stop = asyncio.ensure_future(self._stop_event.wait())
@@ -305,17 +303,23 @@ class Station:
             if self.consumer.error is not None:
                 raise RiffradioError(f"the audio clock failed: {self.consumer.error}")
         finally:
-            if not arriving.done():
-                arriving.cancel()  # a stop during the load: the loading thread is the caller's
+            self._drop_engine_load(engine)
             await self._shutdown(producer_task)
 
-    async def _engine_arrived(self, arriving: asyncio.Future[Engine], *also: asyncio.Future[Any]) -> bool:
-        """Wait for the engine, then hand it to the producer; False if a stop (or ``also``) came first.
+    async def _engine_arrived(self, engine: Engine | Awaitable[Engine], *also: asyncio.Future[Any]) -> bool:
+        """Hand the producer the engine once it is there; False if a stop (or ``also``) came first.
+
+        An awaitable is started here: in real time once the station is on air, so that loading
+        the model does not hold up the seed material on a machine with few cores.
 
         Raises:
             RiffradioError: the engine failed to load (its own one-line error, or one made of it).
         """
         assert self._stop_event is not None and self.producer is not None
+        if not inspect.isawaitable(engine):
+            self.producer.engine = engine
+            return True
+        arriving = self._arriving = asyncio.ensure_future(engine)
         stop = asyncio.ensure_future(self._stop_event.wait())
         await asyncio.wait([arriving, stop, *also], return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -325,6 +329,15 @@ class Station:
         self.producer.engine = arriving.result()
         log.info("engine ready: generated clips follow the seed material" if self.realtime else "engine ready")
         return True
+
+    def _drop_engine_load(self, engine: Engine | Awaitable[Engine]) -> None:
+        """A load still running when the station stops is abandoned (its thread is the caller's to
+        wait for or not); one never started is closed."""
+        if self._arriving is None:
+            if inspect.iscoroutine(engine):
+                engine.close()
+        elif not self._arriving.done():
+            self._arriving.cancel()
 
     async def _shutdown(self, producer_task: asyncio.Task[None] | None) -> None:
         """Finish the block in hand, stop producing, finalise and close outputs, let the worker finish."""
