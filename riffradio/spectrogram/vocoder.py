@@ -365,9 +365,11 @@ class Vocoder:
     :meth:`decode` continues the phase of the clip before over the frames both share (the
     station's continuation overlap), so the two renderings of a join's crossfade agree in phase.
 
-    Cost on CPU: about 1.1 s of one core per 5.12 s clip (docs/benchmarks.md). On a small
-    machine shared with the diffusion engine, one torch thread (``torch.set_num_threads(1)``,
-    the application's choice) is faster than two threads waiting for each other.
+    Cost on CPU: about 1.1 s of one core per 5.12 s clip (docs/benchmarks.md). torch uses every
+    core by default and riffradio does not change that; on a small machine shared with the
+    diffusion engine and the encoders, one torch thread (``OMP_NUM_THREADS=1`` in the
+    environment) decoded faster than two threads waiting for each other (the vocoder's runs 1
+    and 2 there).
     """
 
     def __init__(
