@@ -47,7 +47,7 @@ over ``crossfade_seconds``; with crossfade 0 the join is the cut and the frames 
   ``overlap`` columns (where its phase may start from, or be locked to, the clip before's) and in
   the rest; a phase start must not spoil the clip;
 - **grid deviation** (ms): recorded music: where the incoming clip's audio after the crossfade
-  (up to 1.5 s) sits against the recording there (onset-envelope cross-correlation, 2.9 ms hops,
+  (up to the next crossfade, or the end) sits against the recording there (onset-envelope cross-correlation, 2.9 ms hops,
   parabolic peak); ``--bpm``: every kick of a four-on-the-floor loop (tests/beats.py) from 0.25 s
   before each crossfade to 1.5 s after it against the grid line ``n × beat`` from the timeline's
   origin; target ≤ 10 ms.
@@ -65,7 +65,8 @@ overlap differently, as a real model does; 0 (default): the recording itself.
 Run: ``python3 bench/seams.py`` (recorded music: 2 recordings × 5 clips = 8 joins per row,
 crossfades 0.5 and 1.3 s); ``--bpm 60 128 200 --crossfades 0 0.5 1.3 --clips 9 --variants 2 4``:
 the grid at each tempo × crossfade, 8 joins each; ``--plot docs/seams-join.png``: a spectrogram
-of the mix around one join for variants 0, 2 and 4 (those run).
+of the mix around one join (the first recording's second, at the last crossfade) for variants 0,
+2 and 4 (those run), the spectral deviation from the recording drawn under each.
 """
 
 from __future__ import annotations
@@ -384,15 +385,18 @@ def measure(run: Render, figures: Figures) -> None:
         if fade > HOP:
             figures.correlation.append(float(np.corrcoef(outgoing, incoming)[0, 1]))
             figures.step.append(float(10 * np.log10(np.mean(incoming**2) / np.mean(outgoing**2))))
-        if fade // 5 >= 2048:  # the middle fifth holds an STFT frame (crossfades ≥ 0.24 s)
-            middle = slice(2 * fade // 5, 3 * fade // 5)
+        middle = slice(2 * fade // 5, 3 * fade // 5)
+        expected = (np.mean(outgoing[middle] ** 2) + np.mean(incoming[middle] ** 2)) / 2 if fade else 0.0
+        if fade // 5 >= 2048 and expected > 1e-8:  # an STFT frame of sound in the middle fifth (crossfades ≥ 0.24 s)
             mixed = run.mix[start : start + fade][middle]
-            expected = (np.mean(outgoing[middle] ** 2) + np.mean(incoming[middle] ** 2)) / 2
             figures.level.append(float(10 * np.log10(np.mean(mixed**2) / expected)))
             figures.comb.append(comb_depth_db(mixed, outgoing[middle], incoming[middle]))
         solo = slice(start + fade, min(start + fade + int(SOLO_SECONDS * RATE_HZ), output.shape[-1]))
         if run.beat_seconds is None:
-            figures.grid_ms.append(lag_ms(output[solo], run.reference[solo]))
+            # The incoming clip alone, up to the next crossfade: 1.5 s of sustained music can
+            # hold too few onsets for one clear peak (one join read 45 ms there, 0.06 ms over 3 s).
+            alone = slice(solo.start, run.fade_starts[k] if k < len(run.fade_starts) else output.shape[-1])
+            figures.grid_ms.append(lag_ms(output[alone], run.reference[alone]))
         else:
             span = slice(max(0, start - int(0.25 * RATE_HZ)), solo.stop)
             onsets = kick_onsets_seconds(output[span], RATE_HZ) + span.start / RATE_HZ
@@ -446,8 +450,8 @@ def plot_join(path: Path, mixes: dict[str, Render]) -> None:
         rgb = np.stack([np.clip(1.6 * db - 0.3, 0, 1), np.clip(1.4 * db - 0.5, 0, 1) ** 1.2,
                         np.clip(0.6 - np.abs(db - 0.35) * 1.5, 0, 1) + 0.1 * db], axis=2)  # fmt: skip
         image = Image.fromarray((rgb * 255).astype(np.uint8)).resize((3 * db.shape[1], 3 * db.shape[0]), Image.NEAREST)
-        header = 30
-        canvas = Image.new("RGB", (image.width, image.height + header), "white")
+        header, strip = 30, 70
+        canvas = Image.new("RGB", (image.width, image.height + header + strip), "white")
         canvas.paste(image, (0, header))
         draw = ImageDraw.Draw(canvas)
         draw.text((4, 2), f"{name}: the station's mix 1.5 s either side of a join, mel bands 0-12 kHz; bar = the crossfade", fill="black")
@@ -455,8 +459,17 @@ def plot_join(path: Path, mixes: dict[str, Render]) -> None:
         left, right = (round((edge - left_edge) * pixels_per_sample) for edge in (start, start + fade))
         draw.rectangle([(left, 18), (max(right, left + 2), 26)], fill="black")
         for x in (left, right):  # dotted guides through the picture
-            for y in range(header, canvas.height, 12):
+            for y in range(header, header + image.height, 12):
                 draw.line([(x, y), (x, y + 4)], fill="white", width=1)
+        # Under it, the bench's spectral deviation from the recording, frame by frame (0–8 dB).
+        stop = left_edge + segment.shape[-1]
+        deviation = shape_deviation_db(log_mel_db(output[left_edge:stop]), log_mel_db(run.reference[left_edge:stop]))
+        top, height = header + image.height + 16, strip - 20
+        draw.text((4, top - 14), "spectral deviation of the mix from the recording, 0-8 dB", fill="black")
+        draw.rectangle([(left, top), (right, top + height)], fill=(235, 235, 235))
+        points = [(round(i * FRAME_HOP * pixels_per_sample), top + height - round(min(value, 8.0) / 8.0 * height))
+                  for i, value in enumerate(deviation)]  # fmt: skip
+        draw.line(points, fill="black", width=2)
         panels.append(canvas)
     sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels) + 6 * len(panels)), "white")
     y = 0
@@ -513,7 +526,10 @@ def main() -> int:
                 for name, reference_name, reference, beat in sources:
                     run = render(reference_name, reference, crossfade_seconds, variant, args.clips, args.rendering_db, beat)
                     overlap_ms = run.clips[0].placement.overlap_samples / RATE_HZ * 1000  # type: ignore[union-attr]
+                    kicks = len(figures.grid_ms)
                     measure(run, figures)
+                    print(f"  {name}: grid deviation max {np.max(np.abs(figures.grid_ms[kicks:])):.2f} ms"
+                          f" over {len(figures.grid_ms) - kicks} {'kicks' if beat else 'joins'}", flush=True)  # fmt: skip
                     if args.plot is not None and crossfade_seconds == args.crossfades[-1] and name == sources[0][0]:
                         plotted[variant.name] = run
                 note = f"{len(sources) * (args.clips - 1)}" + (f" ({', '.join(f'{b:g}' for b in args.bpm)} BPM)" if args.bpm else "")

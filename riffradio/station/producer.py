@@ -513,7 +513,7 @@ class Producer:
         The known frames stay locked through Griffin-Lim (``decode``'s default): on recorded
         music at a 0.5 s crossfade the overlap's correlation is −0.12 decoded alone, 0.79 with
         the phase only as a start and 0.98 locked, and the rest of the clip decodes as well
-        (bench/seams.py, docs/benchmarks.md).
+        (within 0.2 dB spectral convergence; bench/seams.py, docs/benchmarks.md).
         """
         hop = self.vocoder.params.hop_length_samples
         if previous is None or previous.placement.overlap_samples <= 0 or previous.placement.overlap_samples % hop:
