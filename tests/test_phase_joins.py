@@ -82,3 +82,22 @@ def test_no_phase_start_without_the_previous_clip_right_before_or_whole_frames(j
     odd = replace(previous, placement=replace(previous.placement, overlap_samples=22_050 + 100))
     assert producer._phase_start(odd) == {}  # frames would not line up: decoded alone
     assert producer._phase_start(replace(previous, placement=replace(previous.placement, overlap_samples=0))) == {}
+
+
+def test_consecutive_clips_meet_at_one_level(joined) -> None:
+    """The vocoder peak-normalises each clip, so one overlap comes out of two clips at different
+    levels; the new clip starts at the previous clip's gain plus that difference and holds it
+    over the overlap, so both sides of the crossfade play at one level."""
+    from riffradio.station.loudness import overlap_match_db
+
+    producer, first, second = joined
+    overlap = first.placement.overlap_samples
+    made = list(producer._made.values())
+    step_db = overlap_match_db(made[0].vocoded.audio[..., -overlap:], made[1].vocoded.audio[..., :overlap])
+
+    def level_db(audio: np.ndarray) -> float:
+        return float(10 * np.log10(np.mean(np.square(audio.astype(np.float64)))))
+
+    played_db = level_db(second.audio[:, :overlap]) - level_db(first.audio[:, -overlap:])
+    assert abs(step_db) > 0.25, step_db  # the peak normalisation left a step here (−0.68 dB) ...
+    assert abs(played_db) <= 0.25, (step_db, played_db)  # ... which the start gain mends

@@ -92,13 +92,39 @@ def normalising_gain_db(
     return float(min(MAX_GAIN_DB, target_lufs - loudness_lufs))
 
 
-def gain_ramp(frames: int, start_gain_db: float, end_gain_db: float, ramp_frames: int) -> np.ndarray:
-    """Linear gains (frames,) gliding in dB from ``start`` to ``end`` over ``ramp_frames``, then flat."""
-    ramp_frames = max(0, min(ramp_frames, frames))
+def gain_ramp(
+    frames: int, start_gain_db: float, end_gain_db: float, ramp_frames: int, hold_frames: int = 0
+) -> np.ndarray:
+    """Linear gains (frames,): ``start`` for ``hold_frames``, gliding in dB to ``end`` over ``ramp_frames``, then flat."""
+    hold_frames = max(0, min(hold_frames, frames))
+    ramp_frames = max(0, min(ramp_frames, frames - hold_frames))
     gains_db = np.full(frames, end_gain_db, dtype=np.float64)
+    gains_db[:hold_frames] = start_gain_db
     if ramp_frames:
-        gains_db[:ramp_frames] = np.linspace(start_gain_db, end_gain_db, ramp_frames, endpoint=False)
+        gains_db[hold_frames : hold_frames + ramp_frames] = np.linspace(start_gain_db, end_gain_db, ramp_frames, endpoint=False)
     return (10.0 ** (gains_db / 20.0)).astype(np.float32)
+
+
+MAX_OVERLAP_MATCH_DB = 10.0  # a level match beyond this is a different sound, not a level step
+
+
+def overlap_match_db(previous_tail: np.ndarray, head: np.ndarray, limit_db: float = MAX_OVERLAP_MATCH_DB) -> float:
+    """dB that bring ``head`` to the level of ``previous_tail`` (pure).
+
+    Both are the overlap of two consecutive clips before their loudness gains, ``(channels,
+    samples)`` or ``(samples,)``: the previous clip's last samples and the new clip's first. The
+    vocoder peak-normalises every clip, so two renderings of one overlap (a continuation's kept
+    columns, the same seed window) come out at levels that differ by the ratio of the clips'
+    peaks: a step at every join unless the new clip starts at the previous clip's gain plus
+    this. ``20·log10(rms(previous_tail) / rms(head))``, within ±``limit_db``; 0 when either is
+    silent (below −70 dBFS RMS).
+    """
+    previous_rms = float(np.sqrt(np.mean(np.square(np.asarray(previous_tail, dtype=np.float64))))) if np.size(previous_tail) else 0.0
+    head_rms = float(np.sqrt(np.mean(np.square(np.asarray(head, dtype=np.float64))))) if np.size(head) else 0.0
+    silent = db_to_gain(SILENCE_LUFS)
+    if previous_rms < silent or head_rms < silent:
+        return 0.0
+    return float(np.clip(gain_to_db(previous_rms / head_rms), -limit_db, limit_db))
 
 
 @dataclass(frozen=True)
@@ -117,8 +143,10 @@ def normalise_clip(
     previous_gain_db: float | None = None,
     ramp_seconds: float = 1.0,
     ceiling_dbtp: float | None = None,
+    start_gain_db: float | None = None,
+    hold_frames: int = 0,
 ) -> NormalisedClip:
-    """Bring one clip to ``target_lufs``; the gain glides from ``previous_gain_db`` over ``ramp_seconds``.
+    """Bring one clip to ``target_lufs``; the gain glides from where it starts over ``ramp_seconds``.
 
     Args:
         audio: float32 (channels, samples), in the channel layout that is played.
@@ -129,13 +157,17 @@ def normalise_clip(
         ceiling_dbtp: the true-peak ceiling of the :class:`TruePeakLimiter` the clip is played
             through; given, the gain is the one at which the *limited* clip meets the target.
             None: the clip's own loudness is brought to the target (the limiter may take some off).
+        start_gain_db: the gain the clip starts at (default ``previous_gain_db``): the previous
+            clip's gain plus :func:`overlap_match_db` makes a join level.
+        hold_frames: frames the start gain holds before the glide (the overlap, so that both
+            clips of a crossfade play at one level).
     """
     loudness = integrated_loudness_lufs(audio, sample_rate_hz)
     gain_db = normalising_gain_db(loudness, target_lufs, previous_gain_db)
     if ceiling_dbtp is not None and math.isfinite(loudness) and loudness >= SILENCE_LUFS:
         gain_db = limiter_aware_gain_db(audio, sample_rate_hz, target_lufs, gain_db, ceiling_dbtp)
-    start_db = gain_db if previous_gain_db is None else previous_gain_db
-    gains = gain_ramp(audio.shape[-1], start_db, gain_db, int(ramp_seconds * sample_rate_hz))
+    start_db = start_gain_db if start_gain_db is not None else gain_db if previous_gain_db is None else previous_gain_db
+    gains = gain_ramp(audio.shape[-1], start_db, gain_db, int(ramp_seconds * sample_rate_hz), hold_frames)
     return NormalisedClip((audio * gains[None, :]).astype(np.float32), loudness, gain_db)
 
 

@@ -32,7 +32,7 @@ from riffradio.errors import CancelCheck, Cancelled
 from riffradio.metrics import StationMetrics
 from riffradio.playlist.model import Playlist
 from riffradio.station.buffer import CrossfadeBuffer, match_channels
-from riffradio.station.loudness import normalise_clip
+from riffradio.station.loudness import normalise_clip, overlap_match_db
 from riffradio.station.plan import START, PlanPosition, PlannedClip, plan_next
 from riffradio.station.state import StateSnapshot, StationState
 
@@ -139,11 +139,13 @@ class MadeClip:
         latents: its engine result's ``latents`` (final latents, or the rehearsal engine's pixels;
             None: the engine gave none, nothing to keep).
         vocoded: its decoded audio and phase (for a phase-continuous join).
+        gain_db: the loudness gain it ends at (the next clip starts level with it).
     """
 
     placement: Placement
     latents: Any
     vocoded: VocodedClip
+    gain_db: float
 
 
 def continued_request(request: RiffRequest, previous: Placement | None, hop_samples: int) -> RiffRequest:
@@ -520,6 +522,21 @@ class Producer:
             return {}
         return {"previous": previous.vocoded, "overlap_frames": previous.placement.overlap_samples // hop}
 
+    def _level_start(self, previous: MadeClip | None, vocoded: VocodedClip) -> dict[str, Any]:
+        """``normalise_clip``'s arguments that start a clip level with ``previous`` over their overlap.
+
+        The vocoder peak-normalises each clip, so the same overlap comes out of two clips at
+        levels that differ by their peaks' ratio (1.4–3.6 dB on recorded music, bench/seams.py):
+        the new clip starts at the previous clip's gain plus :func:`overlap_match_db`, holds it
+        across the overlap (the crossfade mixes two clips at one level), then glides to its own
+        loudness gain. None before it (``{}``): it starts at the last gain, as before.
+        """
+        overlap = 0 if previous is None else previous.placement.overlap_samples
+        if previous is None or overlap <= 0:
+            return {}
+        match_db = overlap_match_db(previous.vocoded.audio[..., -overlap:], vocoded.audio[..., :overlap])
+        return {"start_gain_db": previous.gain_db + match_db, "hold_frames": overlap}
+
     def seed_clip(self, overlap: int) -> Clip:
         """The seed material for the station's start: the first clip's seed window at its place,
         vocoded and loudness-normalised, no diffusion (runs in a worker thread).
@@ -574,16 +591,16 @@ class Producer:
             # A crossfade-only overlap: two renderings of the same columns; starting (and keeping)
             # the previous clip's phase there makes them mix without comb filtering.
             vocoded = self.vocoder.decode(result.image, should_cancel, **self._phase_start(previous))
+        # Normalised as played: a mono clip copied to two channels measures 3 dB louder (BS.1770).
+        audio = match_channels(vocoded.audio, self.buffer.channels)
+        normalised = normalise_clip(
+            audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db, ceiling_dbtp=self.true_peak_dbtp,
+            **self._level_start(previous, vocoded),
+        )  # fmt: skip
         if planned.placement is not None:
-            self._made[planned.index] = MadeClip(planned.placement, result.latents, vocoded)
+            self._made[planned.index] = MadeClip(planned.placement, result.latents, vocoded, normalised.gain_db)
             while len(self._made) > self.lookahead_clips + 2:
                 self._made.popitem(last=False)
-        audio = vocoded.audio
-        # Normalised as played: a mono clip copied to two channels measures 3 dB louder (BS.1770).
-        audio = match_channels(audio, self.buffer.channels)
-        normalised = normalise_clip(
-            audio, self.sample_rate_hz, self.loudness_lufs, self._gain_db, ceiling_dbtp=self.true_peak_dbtp
-        )
         seconds = time.perf_counter() - started
         clip = Clip(
             index=planned.index,
