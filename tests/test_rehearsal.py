@@ -140,14 +140,14 @@ def test_a_continued_rehearsal_clip_is_the_previous_tail_then_the_seed_window() 
     engine = RehearsalEngine("cpu")
     old, new = "bpm=128,pattern=four_on_the_floor", "bpm=128,pattern=breakbeat"
     first = engine.riff(RiffRequest("kicks", "kicks", 1, 1, seed_image=old))
-    window = np.asarray(load_seed_window(old, 0).convert("RGB"))
+    window = np.asarray(load_seed_window(old, 0, loop_scale=True).convert("RGB"))
     assert isinstance(first.latents, np.ndarray) and first.latents.dtype == np.uint8 and first.latents.shape == (512, 512, 3)
     assert np.array_equal(np.asarray(first.image), window) and np.array_equal(first.latents, window)
 
     start = CLIP_SAMPLES - 16 * COLUMN_SAMPLES  # right after the first clip, 1.28 s kept
     request = RiffRequest("kicks", "kicks", 1, 1, seed_image=new, continuation_seconds=1.28, seed_window_start_samples=start)
     second = engine.riff(request, previous_latents=first.latents)
-    pixels, seed_window = np.asarray(second.image), np.asarray(load_seed_window(new, start).convert("RGB"))
+    pixels, seed_window = np.asarray(second.image), np.asarray(load_seed_window(new, start, loop_scale=True).convert("RGB"))
     assert np.array_equal(pixels, second.latents)
     assert np.array_equal(pixels[:, :128], window[:, -128:])  # 16 latent columns of the previous clip
     assert np.array_equal(pixels[:, 128:], seed_window[:, 128:])  # then the new seed loop's window
@@ -207,7 +207,7 @@ def test_a_live_seed_change_bends_the_music_it_does_not_restart_it(tmp_path: Pat
     assert bent.placement.start_samples == anchor.placement.next_start_samples
     assert bent.request.continuation_seconds == pytest.approx(1.28)
     pixels, previous = np.asarray(bent.image), np.asarray(anchor.image)
-    seed_window = np.asarray(load_seed_window(new, bent.request.seed_window_start_samples).convert("RGB"))
+    seed_window = np.asarray(load_seed_window(new, bent.request.seed_window_start_samples, loop_scale=True).convert("RGB"))
     assert np.array_equal(pixels[:, :128], previous[:, -128:])
     assert np.array_equal(pixels[:, 128:], seed_window[:, 128:])
     assert not np.array_equal(pixels[:, :128], seed_window[:, :128])  # not a restart on the new loop

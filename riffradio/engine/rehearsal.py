@@ -4,7 +4,10 @@ Each clip is its init image: the 5.12 s window of the seed loop at the clip's pl
 timeline (``RiffRequest.seed_window_start_samples``). With continuation, the init image is what
 the diffusion engine's init latents are, in pixels: the previous clip's last ``K`` latent columns
 (``8 K`` image columns, ``0.08 K`` s; :mod:`riffradio.engine.continuation`) followed by the seed
-window from there on. So the rehearsal engine's "latents" — what a clip hands the next one to
+window from there on. Windows are quantised on the whole loop's scale (an audio loop's largest
+mel amplitude, not each window's own), so the kept columns and the new ones sit side by side
+without a level step; the vocoder and the loudness stage take the scale off again. So the
+rehearsal engine's "latents" — what a clip hands the next one to
 continue — are the clip's own pixels, a uint8 array ``(512, 512, 3)``.
 
 Everything after the engine is the station's own — timeline, continuation, vocoder, buffer,
@@ -106,7 +109,9 @@ class RehearsalEngine:
                     f"got {request.continuation_seconds:g}"
                 )
             started = time.perf_counter()
-            window = load_seed_window(request.seed_image, request.seed_window_start_samples).convert("RGB")
+            # On the loop's own scale: a continued clip puts two windows side by side, and each
+            # window on its own maximum would step by up to 6 dB there on recorded music.
+            window = load_seed_window(request.seed_image, request.seed_window_start_samples, loop_scale=True).convert("RGB")
             pixels = np.asarray(window)
             kept = 0 if before is None else kept_latent_columns(request.continuation_seconds)
             if kept > 0:

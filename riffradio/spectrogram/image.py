@@ -51,12 +51,16 @@ _PARAM_TAGS: dict[ExifTag, str] = {
 }
 
 
-def mel_to_image(mel: np.ndarray, params: SpectrogramParams) -> Image.Image:
-    """Quantise mel amplitudes ``(channels, mels, frames)`` to an RGB image, EXIF included."""
+def mel_to_image(mel: np.ndarray, params: SpectrogramParams, max_value: float | None = None) -> Image.Image:
+    """Quantise mel amplitudes ``(channels, mels, frames)`` to an RGB image, EXIF included.
+
+    ``max_value``: the amplitude that becomes full scale (default: the image's own maximum, as
+    Riffusion does); a larger one (a whole loop's maximum) puts several images on one scale.
+    """
     if mel.ndim != 3 or mel.shape[0] not in (1, 2):
         raise ValueError(f"mel must be (1 or 2, mels, frames), got shape {mel.shape}")
-    max_value = float(np.max(mel))
-    scaled = mel / max_value if max_value > 0 else np.zeros_like(mel)
+    max_value = float(np.max(mel)) if max_value is None else float(max_value)
+    scaled = np.minimum(mel / max_value, 1.0) if max_value > 0 else np.zeros_like(mel)
     data = (255 - np.power(scaled, params.power_for_image) * 255).astype(np.uint8)
     if data.shape[0] == 1:
         pixels = np.repeat(data[0][:, :, None], 3, axis=2)

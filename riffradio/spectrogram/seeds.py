@@ -275,14 +275,29 @@ def _circular_window(audio: np.ndarray, start_samples: int, length_samples: int)
     return audio[indices]
 
 
+def loop_mel(loop: np.ndarray, params: SpectrogramParams = SpectrogramParams()) -> np.ndarray:
+    """Mel amplitudes ``(1, mels, frames)`` of one whole seamless loop, its wrap-around seen at both ends."""
+    from riffradio.spectrogram.mel import audio_to_mel
+
+    audio = np.asarray(loop, dtype=np.float32).reshape(-1)
+    pad_frames = math.ceil(params.n_fft_samples / 2 / params.hop_length_samples)
+    pad = pad_frames * params.hop_length_samples
+    mel = audio_to_mel(_circular_window(audio, -pad, audio.size + 2 * pad)[None], params)
+    return mel[:, :, pad_frames:-pad_frames]
+
+
 def loop_window_image(
-    loop: np.ndarray, start_samples: int = 0, params: SpectrogramParams = SpectrogramParams()
+    loop: np.ndarray,
+    start_samples: int = 0,
+    params: SpectrogramParams = SpectrogramParams(),
+    max_value: float | None = None,
 ) -> Image.Image:
     """The spectrogram image of the 5.12 s window of a seamless loop from ``start_samples`` (wrapping).
 
     ``loop`` is mono ``(samples,)`` or ``(1, samples)``, any length. The STFT sees the loop's own
     wrap-around at both edges of the window, so column ``j`` is centred at loop sample
-    ``start_samples + j × hop`` (mod the loop), exactly.
+    ``start_samples + j × hop`` (mod the loop), exactly. ``max_value``: full scale (default the
+    window's own maximum; :func:`~riffradio.spectrogram.image.mel_to_image`).
     """
     from riffradio.spectrogram.image import mel_to_image
     from riffradio.spectrogram.mel import audio_to_mel
@@ -293,7 +308,7 @@ def loop_window_image(
     pad = pad_frames * hop
     window = _circular_window(audio, int(start_samples) - pad, params.clip_samples + 2 * pad)
     mel = audio_to_mel(window[None], params)[:, :, pad_frames : pad_frames + params.image_width_frames]
-    return mel_to_image(mel, params)
+    return mel_to_image(mel, params, max_value)
 
 
 def loop_to_image(loop: np.ndarray, params: SpectrogramParams = SpectrogramParams()) -> Image.Image:
@@ -348,15 +363,27 @@ class SeedLoop(WholeBars):
     def bpm(self) -> float:
         return 60.0 * SpectrogramParams().sample_rate_hz / self.beat_samples
 
-    def window_image(self, start_samples: int, params: SpectrogramParams = SpectrogramParams()) -> Image.Image:
+    @functools.cached_property
+    def mel_max(self) -> float:
+        """The largest mel amplitude anywhere in an audio loop (0 for a PNG seed, which has one image)."""
+        return 0.0 if self.audio is None else float(np.max(loop_mel(self.audio)))
+
+    def window_image(
+        self, start_samples: int, params: SpectrogramParams = SpectrogramParams(), loop_scale: bool = False
+    ) -> Image.Image:
         """The 5.12 s window from ``start_samples`` (any integer; taken modulo the loop).
+
+        ``loop_scale``: quantise to the whole loop's maximum (:attr:`mel_max`) rather than the
+        window's own, so that windows of one loop side by side (a rehearsal clip continuing the
+        one before) are on one scale. A PNG seed's windows always are. (A window off the loop's
+        10 ms frame grid can peak a fraction of a dB above it; those few pixels saturate.)
 
         PNG seeds have no audio: their window is the image's columns rolled by the nearest whole
         column (10 ms), so within 5 ms of ``start_samples``.
         """
         start = int(start_samples) % self.loop_samples
         if self.audio is not None:
-            return loop_window_image(self.audio, start, params)
+            return loop_window_image(self.audio, start, params, self.mel_max if loop_scale else None)
         assert self.image is not None
         columns = round(start / params.hop_length_samples) % self.image.width
         if columns == 0:
@@ -429,17 +456,18 @@ def load_seed_loop(reference: str) -> SeedLoop:
     return SeedLoop(reference, audio.size, spec.bar_count, spec.beats_per_bar, audio=audio)
 
 
-@functools.lru_cache(maxsize=128)
-def load_seed_window(reference: str, start_samples: int = 0) -> Image.Image:
+def load_seed_window(reference: str, start_samples: int = 0, loop_scale: bool = False) -> Image.Image:
     """The 512×512 RGB init image of the loop ``reference`` from ``start_samples`` (wrapping), cached.
 
+    ``loop_scale``: on the whole loop's scale, not the window's own (:meth:`SeedLoop.window_image`).
     Callers must not modify the returned image (it is shared through the cache).
     """
-    loop = load_seed_loop(reference)
-    start = int(start_samples) % loop.loop_samples
-    if start != start_samples:
-        return load_seed_window(reference, start)
-    return loop.window_image(start)
+    return _cached_window(reference, int(start_samples) % load_seed_loop(reference).loop_samples, bool(loop_scale))
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_window(reference: str, start_samples: int, loop_scale: bool) -> Image.Image:
+    return load_seed_loop(reference).window_image(start_samples, loop_scale=loop_scale)
 
 
 def load_seed_image(reference: str) -> Image.Image:
