@@ -275,15 +275,25 @@ def _circular_window(audio: np.ndarray, start_samples: int, length_samples: int)
     return audio[indices]
 
 
-def loop_mel(loop: np.ndarray, params: SpectrogramParams = SpectrogramParams()) -> np.ndarray:
-    """Mel amplitudes ``(1, mels, frames)`` of one whole seamless loop, its wrap-around seen at both ends."""
+def loop_mel(
+    loop: np.ndarray, start_samples: int = 0, frames: int | None = None, params: SpectrogramParams = SpectrogramParams()
+) -> np.ndarray:
+    """Mel amplitudes ``(1, mels, frames)`` of a seamless loop from ``start_samples`` (wrapping).
+
+    ``loop`` is mono ``(samples,)`` or ``(1, samples)``, any length; ``frames`` columns (default:
+    enough to cover the whole loop once). The STFT sees the loop's own wrap-around at both
+    edges, so column ``j`` is centred at loop sample ``start_samples + j × hop`` (mod the loop),
+    exactly.
+    """
     from riffradio.spectrogram.mel import audio_to_mel
 
     audio = np.asarray(loop, dtype=np.float32).reshape(-1)
-    pad_frames = math.ceil(params.n_fft_samples / 2 / params.hop_length_samples)
-    pad = pad_frames * params.hop_length_samples
-    mel = audio_to_mel(_circular_window(audio, -pad, audio.size + 2 * pad)[None], params)
-    return mel[:, :, pad_frames:-pad_frames]
+    hop = params.hop_length_samples
+    frames = math.ceil(audio.size / hop) if frames is None else int(frames)
+    pad_frames = math.ceil(params.n_fft_samples / 2 / hop)  # context a centred frame sees
+    pad = pad_frames * hop
+    window = _circular_window(audio, int(start_samples) - pad, frames * hop + 2 * pad)
+    return audio_to_mel(window[None], params)[:, :, pad_frames : pad_frames + frames]
 
 
 def loop_window_image(
@@ -294,21 +304,12 @@ def loop_window_image(
 ) -> Image.Image:
     """The spectrogram image of the 5.12 s window of a seamless loop from ``start_samples`` (wrapping).
 
-    ``loop`` is mono ``(samples,)`` or ``(1, samples)``, any length. The STFT sees the loop's own
-    wrap-around at both edges of the window, so column ``j`` is centred at loop sample
-    ``start_samples + j × hop`` (mod the loop), exactly. ``max_value``: full scale (default the
-    window's own maximum; :func:`~riffradio.spectrogram.image.mel_to_image`).
+    Its columns are :func:`loop_mel`'s from ``start_samples``. ``max_value``: full scale
+    (default the window's own maximum; :func:`~riffradio.spectrogram.image.mel_to_image`).
     """
     from riffradio.spectrogram.image import mel_to_image
-    from riffradio.spectrogram.mel import audio_to_mel
 
-    audio = np.asarray(loop, dtype=np.float32).reshape(-1)
-    hop = params.hop_length_samples
-    pad_frames = math.ceil(params.n_fft_samples / 2 / hop)  # context a centred frame sees
-    pad = pad_frames * hop
-    window = _circular_window(audio, int(start_samples) - pad, params.clip_samples + 2 * pad)
-    mel = audio_to_mel(window[None], params)[:, :, pad_frames : pad_frames + params.image_width_frames]
-    return mel_to_image(mel, params, max_value)
+    return mel_to_image(loop_mel(loop, start_samples, params.image_width_frames, params), params, max_value)
 
 
 def loop_to_image(loop: np.ndarray, params: SpectrogramParams = SpectrogramParams()) -> Image.Image:
