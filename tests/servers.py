@@ -60,6 +60,15 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def join_generate_threads(timeout_seconds: float = 120.0) -> None:
+    """Wait for clips still being made in the station's daemon threads: they must not outlive a test."""
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "riffradio generate":
+            thread.join(timeout_seconds)
+
+
 def wait_until(predicate: Callable[[], object], timeout_seconds: float, what: str, interval_seconds: float = 0.1):
     """Poll ``predicate`` until it returns something truthy; that value, or AssertionError naming ``what``."""
     deadline = time.monotonic() + timeout_seconds

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 import soundfile
 
 from riffradio.core.types import RiffRequest
-from servers import OscListener, free_udp_port
+from servers import OscListener, free_udp_port, join_generate_threads
 
 pytestmark = [
     pytest.mark.slow,
@@ -124,9 +123,7 @@ riffs:
     try:
         asyncio.run(body())
     finally:
-        for thread in threading.enumerate():
-            if thread.name == "riffradio generate":
-                thread.join(120)
+        join_generate_threads()
     assert figures["clips_lost"] == ROLLBACK_AFTER_FAILED_CLIPS
     lines = [r.getMessage() for r in caplog.records if "rolled back" in r.getMessage()]
     assert len(lines) == 1 and "CUDA out of memory" in lines[0] and "knobs" in lines[0], lines

@@ -10,7 +10,6 @@ import asyncio
 import json
 import random
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import pytest
 import soundfile
 
 from riffradio.control.osc import OUTCOMES
-from servers import OscListener, free_udp_port
+from servers import OscListener, free_udp_port, join_generate_threads
 from test_osc_fuzz import mutate, msg
 
 pytestmark = [
@@ -141,10 +140,7 @@ def test_prompt_over_oscsend_reaches_next_clip_title_subscribers_and_cue_sheet(
     try:
         asyncio.run(body())
     finally:
-        # a clip still being made in its daemon thread must not outlive the test
-        for thread in threading.enumerate():
-            if thread.name == "riffradio generate":
-                thread.join(120)
+        join_generate_threads()
 
     # the cue sheet: the clip planned next after the change is the new prompt, and so is all after it
     cues = [json.loads(line) for line in (tmp_path / "osc.cue.jsonl").read_text().splitlines()]
