@@ -46,9 +46,15 @@ riffs:
 
 
 def until(predicate: Callable[[], Any], what: str, seconds: float = WAIT_SECONDS) -> Any:
+    """Polls predicate until it is truthy; an element the page re-rendered under it is asked again."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + seconds
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except StaleElementReferenceException:
+            value = None  # the page replaced the element between finding and reading it
         if value:
             return value
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -191,9 +197,11 @@ def test_a_typed_prompt_goes_on_air_and_a_second_browser_follows(station: Runnin
     until(lambda: second_box.get_attribute("value") == NEW_PROMPT, "the second browser's prompt field", 30)
     until(lambda: station.title() == NEW_PROMPT, "the new prompt on air")
     for driver in browsers:
-        until(lambda: text_of(driver, "#title") == NEW_PROMPT, "the new prompt on the page", 60)
-    history = until(lambda: steering.find_elements(By.CSS_SELECTOR, "#history li img"), "covers in the history", 30)
-    assert history[0].get_attribute("src").endswith(".png")
+        until(lambda driver=driver: text_of(driver, "#title") == NEW_PROMPT, "the new prompt on the page", 60)
+    # the history list is re-rendered on every clip: read its covers in one script, not element by element
+    covers = until(lambda: steering.execute_script("return [...document.querySelectorAll('#history li img')].map(i => i.src)"),
+                   "covers in the history", 30)  # fmt: skip
+    assert covers[0].endswith(".png"), covers
 
 
 def test_the_continuation_fader_steers_the_station_and_the_other_browser_follows(
@@ -221,7 +229,7 @@ def test_ffprobe_decodes_the_stations_own_stream(station: RunningStation, tmp_pa
     (tmp_path / "own.mp3").write_bytes(data)
     probe = subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "stream=codec_name,sample_rate", "-of", "json", str(tmp_path / "own.mp3")],
-        capture_output=True, text=True, timeout=60,
+        check=False, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert probe.returncode == 0, probe.stderr
     assert json.loads(probe.stdout)["streams"][0] == {"codec_name": "mp3", "sample_rate": "44100"}
