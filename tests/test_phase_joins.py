@@ -84,6 +84,19 @@ def test_no_phase_start_without_the_previous_clip_right_before_or_whole_frames(j
     assert producer._phase_start(replace(previous, placement=replace(previous.placement, overlap_samples=0))) == {}
 
 
+def test_any_crossfade_is_whole_frames_and_continues_the_phase(tmp_path: Path) -> None:
+    """A crossfade that is not whole 10 ms columns (0.333 s) is rounded up to them for the overlap
+    (the fade itself stays 0.333 s, inside it), so its frames line up and the phase continues."""
+    producer = _producer(tmp_path, 0.333)
+    first = _next_clip(producer, 0.333)
+    second = _next_clip(producer, 0.333)
+    overlap = first.placement.overlap_samples
+    assert overlap == 34 * 441 >= round(0.333 * RATE_HZ)
+    assert producer._phase_start(producer._made[first.index])["overlap_frames"] == 34
+    correlation = float(np.corrcoef(first.audio[0, -overlap:], second.audio[0, :overlap])[0, 1])
+    assert correlation > 0.95, correlation
+
+
 def test_consecutive_clips_meet_at_one_level(joined) -> None:
     """The vocoder peak-normalises each clip, so one overlap comes out of two clips at different
     levels; the new clip starts at the previous clip's gain plus that difference and holds it

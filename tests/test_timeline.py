@@ -85,6 +85,10 @@ def test_bar_lines_offsets_and_overlaps() -> None:
     assert overlap_samples(0.5, 0.0, RATE_HZ, CLIP) == 22_050
     assert overlap_samples(0.5, 1.0, RATE_HZ, CLIP) == 44_100  # the continuation needs more
     assert overlap_samples(5.0, 0.0, RATE_HZ, CLIP) == CLIP // 2
+    # whole image columns, so the vocoder can continue the phase: 0.333 s = 14 685 → 34 columns
+    assert overlap_samples(0.333, 0.0, RATE_HZ, CLIP, frame_samples=441) == 34 * 441
+    assert overlap_samples(0.5, 0.0, RATE_HZ, CLIP, frame_samples=441) == 22_050  # already whole
+    assert overlap_samples(0.0, 0.0, RATE_HZ, CLIP, frame_samples=441) == 0  # a hard cut stays one
     placement = Placement(10_000, CLIP, 22_050, 0, grid)
     assert continuation_region_samples(placement, 0) == (10_000 + CLIP - 22_050, 0)
     assert continuation_region_samples(placement, 8_820) == (10_000 + CLIP - 22_050, 8_820)
@@ -107,6 +111,10 @@ def test_a_continued_overlap_is_whole_latent_columns_holding_the_crossfade(
     crossfade = overlap_samples(crossfade_seconds, 0.0, RATE_HZ, CLIP)
     if kept == 0:
         assert overlap == crossfade
+        framed = overlap_samples(crossfade_seconds, continuation_seconds, RATE_HZ, CLIP, column, 441)
+        assert framed % 441 == 0 and framed <= CLIP // 2  # whole image columns ...
+        assert framed >= crossfade or framed == CLIP // 2 // 441 * 441  # ... holding the crossfade
+        assert framed - 441 < crossfade  # no column more than needed
         return
     assert overlap % column == 0 and overlap <= CLIP // 2
     assert overlap >= kept and (overlap >= crossfade or overlap == CLIP // 2 // column * column)

@@ -145,20 +145,26 @@ def overlap_samples(
     sample_rate_hz: int,
     clip_samples: int,
     column_samples: int = 1,
+    frame_samples: int = 1,
 ) -> int:
     """How much of a clip the next one overlaps, samples (pure).
 
-    Without continuation (fewer than half a column of it): the crossfade, at most half a clip
-    (the buffer's longest crossfade). With continuation: whole columns of ``column_samples``
-    (a latent column, 3 528 samples at 44.1 kHz), the continuation rounded to columns or the
-    crossfade rounded up to columns, whichever is longer, at most the whole columns in half a
-    clip — the next clip keeps all of it, so the crossfade lies inside what both clips share.
+    Without continuation (fewer than half a column of it): the crossfade rounded up to whole
+    frames of ``frame_samples`` (an image column, 441 samples at 44.1 kHz, so the two clips'
+    STFT frames line up and the vocoder can continue the phase; the buffer's fade stays the
+    crossfade and lies inside), at most half a clip (the buffer's longest crossfade). With
+    continuation: whole columns of ``column_samples`` (a latent column, 3 528 samples at
+    44.1 kHz), the continuation rounded to columns or the crossfade rounded up to columns,
+    whichever is longer, at most the whole columns in half a clip — the next clip keeps all of
+    it, so the crossfade lies inside what both clips share.
     """
     crossfade = min(int(round(max(0.0, float(crossfade_seconds)) * sample_rate_hz)), clip_samples // 2)
     column = max(1, int(column_samples))
     kept_columns = round(max(0.0, float(continuation_seconds)) * sample_rate_hz / column)
     if kept_columns == 0:
-        return crossfade
+        frame = max(1, int(frame_samples))
+        whole_frames = -(-crossfade // frame) * frame
+        return whole_frames if whole_frames <= clip_samples // 2 else clip_samples // 2 // frame * frame
     most_columns = clip_samples // 2 // column
     return min(max(kept_columns, -(-crossfade // column)), most_columns) * column
 

@@ -477,13 +477,17 @@ class Producer:
     def overlap_samples(self, crossfade_seconds: float | None, continuation_seconds: float = 0.0) -> int:
         """How much of a clip the next one overlaps at ``crossfade_seconds`` (None: the buffer's default).
 
+        Without continuation, the crossfade rounded up to whole image columns (441 samples), so
+        the vocoder continues the previous clip's phase at any crossfade (:meth:`_phase_start`).
         With continuation on, whole latent columns (3 528 samples): the continuation or the
         crossfade rounded up, whichever is longer, at most half a clip — the next clip keeps all
         of it (:func:`continued_request`), so the crossfade lies inside what both clips share.
         """
         crossfade = self.buffer.crossfade_seconds if crossfade_seconds is None else crossfade_seconds
-        column = LATENT_COLUMN_PIXELS * self.vocoder.params.hop_length_samples
-        return overlap_samples(crossfade, continuation_seconds, self.sample_rate_hz, self.clip_samples, column)
+        hop = self.vocoder.params.hop_length_samples
+        return overlap_samples(
+            crossfade, continuation_seconds, self.sample_rate_hz, self.clip_samples, LATENT_COLUMN_PIXELS * hop, hop
+        )
 
     def place(self, planned: PlannedClip, overlap: int, advance: bool = True) -> PlannedClip:
         """``planned`` placed at the timeline cursor, its request asking for the seed window there.
@@ -511,7 +515,7 @@ class Producer:
         """``decode``'s arguments that continue ``previous``'s phase over a crossfade-only overlap.
 
         Only for a clip right before on the timeline whose overlap is whole image columns (frames
-        line up); none (``{}``: decoded alone, as :meth:`Vocoder.image_to_audio`) otherwise.
+        line up: :meth:`overlap_samples` rounds any crossfade up to them); none (``{}``: decoded alone, as :meth:`Vocoder.image_to_audio`) otherwise.
         The known frames stay locked through Griffin-Lim (``decode``'s default): on recorded
         music at a 0.5 s crossfade the overlap's correlation is −0.12 decoded alone, 0.79 with
         the phase only as a start and 0.98 locked, and the rest of the clip decodes as well
