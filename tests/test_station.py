@@ -205,14 +205,20 @@ def test_a_slow_engine_underruns_but_never_goes_silent_and_a_dj_change_cuts_in(
 
 
 @pytest.mark.slow
-def test_a_fader_being_moved_is_followed_not_frozen_and_its_final_value_wins(tmp_path: Path, tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("engine", ["tiny model", "rehearsal"])
+def test_a_fader_being_moved_is_followed_not_frozen_and_its_final_value_wins(
+    tmp_path: Path, tiny_model_dir: Path, engine: str
+) -> None:
     """A DJ sweeps the denoising fader (a message every 30 ms) for as long as it takes: clips made
     during the move must be heard (the station follows it instead of abandoning every clip), and
-    the value the fader stops at is heard after it."""
+    the value the fader stops at is heard after it. The rehearsal engine makes a clip much faster
+    than the timeline plays one (like a GPU): a committed clip must not be replaced by the next
+    one before its place comes."""
     import threading
 
     recording = tmp_path / "sweep.wav"
-    app = StationApp(load_playlist(_write_playlist(tmp_path, recording, lookahead=1)), model=str(tiny_model_dir))
+    model = str(tiny_model_dir) if engine == "tiny model" else "none"
+    app = StationApp(load_playlist(_write_playlist(tmp_path, recording, lookahead=1)), model=model)
     station = app.station
     heard: dict[str, Any] = {}
     stop_sweep = threading.Event()

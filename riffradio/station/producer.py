@@ -230,8 +230,10 @@ class Producer:
             is planned (one gesture's messages become one change).
         max_settle_seconds: if it is still changing after this long (a fader being moved), the
             clip is planned with the state of that moment and *committed*: later changes do not
-            abandon it; the clip after it takes them. Changes that settle keep abandoning the
-            clip in the making, as before.
+            abandon it; the clip after it takes them, once the committed clip is heard (a fast
+            engine would otherwise replace every queued committed clip before its place on the
+            timeline came). Changes that settle keep abandoning the clip in the making, and
+            replace a queued one, as before.
         clip_samples: the vocoder's clip length (5.12 s), for the timeline.
     """
 
@@ -280,6 +282,7 @@ class Producer:
         self.idle.set()
         self._version = state.snapshot().version
         self._planned_version = self._version  # the state version the last clip was planned under
+        self._committed_index: int | None = None  # the last committed clip queued
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
         self._made: OrderedDict[int, MadeClip] = OrderedDict()  # the last few generated clips, to continue
@@ -407,6 +410,7 @@ class Producer:
                 self._count_dropped([clip.index], "a clip made under a newer station state is queued")
                 continue
             self._gain_db = gain_db
+            self._committed_index = clip.index if committed else self._committed_index
             self._count_dropped([c.index for c in dropped], "the station state changed")
 
     def _roll_back_if_stuck(self, planned: PlannedClip, snapshot: StateSnapshot, reason: str) -> bool:
@@ -428,8 +432,15 @@ class Producer:
         )  # fmt: skip
         return True
 
+    def _committed_unheard(self) -> bool:
+        """True while the last committed clip waits in the buffer for its place."""
+        return self._committed_index is not None and any(
+            clip.index == self._committed_index for clip in self.buffer.pending()
+        )
+
     async def _wait_until_settled(self) -> bool:
-        """Wait until the state has been still for ``settle_seconds``; False if it still changes after ``max_settle_seconds``."""
+        """Wait until the state has been still for ``settle_seconds``; False if it still changes
+        after ``max_settle_seconds`` and no committed clip is still waiting to be heard."""
         assert self._wake is not None
         started = last_change = time.monotonic()
         version = self.state.snapshot().version
@@ -438,11 +449,14 @@ class Producer:
             still_for, changing_for = now - last_change, now - started
             if still_for >= self.settle_seconds:
                 return True
-            if changing_for >= self.max_settle_seconds:
+            if changing_for >= self.max_settle_seconds and not self._committed_unheard():
                 return False
+            timeout = self.settle_seconds - still_for
+            if changing_for < self.max_settle_seconds:
+                timeout = min(timeout, self.max_settle_seconds - changing_for)
             self._wake.clear()
             if self.state.snapshot().version == version:
-                await self._wait_for_wake(min(self.settle_seconds - still_for, self.max_settle_seconds - changing_for))
+                await self._wait_for_wake(timeout)  # a change, or the committed clip starting, wakes it
             current = self.state.snapshot().version
             if current != version:
                 version, last_change = current, time.monotonic()
