@@ -218,6 +218,13 @@ class CrossfadeBuffer:
             return self._current.clip if self._current else None
 
     @property
+    def plan_position_samples(self) -> int:
+        """Where the playing clip is on the plan's timeline now, samples: the timeline minus the lag
+        (``shift``) underruns and late starts left it (0 before the first clip)."""
+        with self._lock:
+            return self.timeline_samples - (self._current.shift if self._current else 0)
+
+    @property
     def in_fallback(self) -> bool:
         with self._lock:
             return bool(self._current and self._current.fallback)

@@ -283,6 +283,7 @@ class Producer:
         self._version = state.snapshot().version
         self._planned_version = self._version  # the state version the last clip was planned under
         self._committed_index: int | None = None  # the last committed clip queued
+        self._seed_placement: Placement | None = None  # the seed material's, until the first clip is placed
         self._gain_db: float | None = None
         self._after: OrderedDict[int, PlanPosition] = OrderedDict()  # clip index -> position after it
         self._made: OrderedDict[int, MadeClip] = OrderedDict()  # the last few generated clips, to continue
@@ -511,6 +512,13 @@ class Producer:
         """
         loop = seed_loop_shape(planned.request.seed_image)
         placement, cursor = place_clip(self.cursor, loop, self.clip_samples, overlap)
+        if advance and self._seed_placement is not None:
+            # The first clip after the seed material goes where the seed material is now on its
+            # grid (it cuts in late only by its own making), not where the seed began: a model
+            # that loads for a while would leave it little or nothing to play before the next.
+            seed, self._seed_placement = self._seed_placement, None
+            now = TimelineCursor(max(seed.start_samples, self.buffer.plan_position_samples), seed.grid)
+            placement, cursor = place_clip(now, loop, self.clip_samples, overlap)
         if advance:
             self.cursor = cursor
         request = replace(planned.request, seed_window_start_samples=placement.window_start_samples)
@@ -559,13 +567,15 @@ class Producer:
         """The seed material for the station's start: the first clip's seed window at its place,
         vocoded and loudness-normalised, no diffusion (runs in a worker thread).
 
-        Neither the plan nor the timeline advance: the first generated clip takes the same place
-        and cuts in where the timeline has got to (the buffer repeats the seed loop till then).
+        Neither the plan nor the timeline advance: the first generated clip is placed where the
+        seed material has got to on its grid when it is planned (see :meth:`place`) and cuts in
+        there (the buffer repeats the seed loop till then).
         """
         from riffradio.spectrogram.seeds import load_seed_window
 
         planned, _ = plan_next(self.playlist, self.state.snapshot(), self.position)
         placed = self.place(planned, overlap, advance=False)
+        self._seed_placement = placed.placement
         image = load_seed_window(placed.request.seed_image, placed.request.seed_window_start_samples)
         audio = match_channels(self.vocoder.image_to_audio(image), self.buffer.channels)  # normalised as played
         normalised = normalise_clip(
