@@ -163,8 +163,7 @@ def overlap_samples(
     kept_columns = round(max(0.0, float(continuation_seconds)) * sample_rate_hz / column)
     if kept_columns == 0:
         frame = max(1, int(frame_samples))
-        whole_frames = -(-crossfade // frame) * frame
-        return whole_frames if whole_frames <= clip_samples // 2 else clip_samples // 2 // frame * frame
+        return min(-(-crossfade // frame), clip_samples // 2 // frame) * frame
     most_columns = clip_samples // 2 // column
     return min(max(kept_columns, -(-crossfade // column)), most_columns) * column
 

@@ -411,7 +411,8 @@ class Producer:
                 self._count_dropped([clip.index], "a clip made under a newer station state is queued")
                 continue
             self._gain_db = gain_db
-            self._committed_index = clip.index if committed else self._committed_index
+            if committed:
+                self._committed_index = clip.index
             self._count_dropped([c.index for c in dropped], "the station state changed")
 
     def _roll_back_if_stuck(self, planned: PlannedClip, snapshot: StateSnapshot, reason: str) -> bool:
@@ -511,14 +512,14 @@ class Producer:
         synthesis or a file); a reference that cannot be loaded raises its one-line error.
         """
         loop = seed_loop_shape(planned.request.seed_image)
-        placement, cursor = place_clip(self.cursor, loop, self.clip_samples, overlap)
+        at = self.cursor
         if advance and self._seed_placement is not None:
             # The first clip after the seed material goes where the seed material is now on its
             # grid (it cuts in late only by its own making), not where the seed began: a model
             # that loads for a while would leave it little or nothing to play before the next.
             seed, self._seed_placement = self._seed_placement, None
-            now = TimelineCursor(max(seed.start_samples, self.buffer.plan_position_samples), seed.grid)
-            placement, cursor = place_clip(now, loop, self.clip_samples, overlap)
+            at = TimelineCursor(max(seed.start_samples, self.buffer.plan_position_samples), seed.grid)
+        placement, cursor = place_clip(at, loop, self.clip_samples, overlap)
         if advance:
             self.cursor = cursor
         request = replace(planned.request, seed_window_start_samples=placement.window_start_samples)
@@ -537,7 +538,8 @@ class Producer:
         """``decode``'s arguments that continue ``previous``'s phase over a crossfade-only overlap.
 
         Only for a clip right before on the timeline whose overlap is whole image columns (frames
-        line up: :meth:`overlap_samples` rounds any crossfade up to them); none (``{}``: decoded alone, as :meth:`Vocoder.image_to_audio`) otherwise.
+        line up: :meth:`overlap_samples` rounds any crossfade up to them); none (``{}``: decoded
+        alone, as :meth:`Vocoder.image_to_audio`) otherwise.
         The known frames stay locked through Griffin-Lim (``decode``'s default): on recorded
         music at a 0.5 s crossfade the overlap's correlation is −0.12 decoded alone, 0.79 with
         the phase only as a start and 0.98 locked, and the rest of the clip decodes as well
